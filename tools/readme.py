@@ -19,7 +19,9 @@ def _directives(src):
 def _outputs(cell):
     out = []
     for o in cell.get('outputs', []):
-        if o['output_type'] == 'stream': text = ''.join(o['text'])
+        if o['output_type'] == 'stream':
+            if o.get('name') == 'stderr': continue  # warnings and progress bars are not part of the page
+            text = ''.join(o['text'])
         elif o['output_type'] in ('execute_result', 'display_data') and 'text/plain' in o['data'] \
                 and not any(k.startswith('image/') for k in o['data']):
             text = ''.join(o['data']['text/plain'])
