@@ -1,0 +1,30 @@
+"""README.md's quick start, as a newcomer pastes it: exactly two ```sh blocks, and the main job really runs."""
+import re, shlex, shutil, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def sh_blocks():
+    return re.findall(r'^```sh\n(.*?)^```$', (ROOT/'README.md').read_text(), re.S | re.M)
+
+def test_two_sh_blocks_setup_then_tests():
+    blocks = sh_blocks()
+    assert len(blocks) == 2, blocks
+    for b in blocks: assert 'python3 -m venv .venv' in b and 'pip install -e' in b
+    assert 'masklab ' in blocks[0] and 'python tools/test.py' in blocks[1]
+
+def test_main_job_runs(tmp_path):
+    "Block 1's masklab commands, run in an empty folder, succeed and write what they say"
+    exe = shutil.which('masklab') or str(Path(sys.executable).parent/'masklab')
+    cmds = [l for l in sh_blocks()[0].splitlines() if l.startswith('masklab ')]
+    assert cmds
+    for line in cmds:
+        args = shlex.split(line)[1:]
+        r = subprocess.run([exe, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        out = args[args.index('--out') + 1]
+        assert (tmp_path/out).read_bytes()[:4] == b'\x89PNG'
+
+def test_ci_runs_the_readme_test_block():
+    ci = (ROOT/'.ci'/'run').read_text()
+    assert 'README.md' in ci and 'n==2' in ci
