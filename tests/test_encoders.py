@@ -1,0 +1,99 @@
+"""Encoders: timm compatibility of every preset, masking invariances, token drop, bad input."""
+import pytest, torch, timm
+from masklab.encoders import (ENCODER_PRESETS, create_encoder, to_timm, MaskTokenViT, MaskTokenSwin, TokenDropViT,
+                              apply_mask_token)
+from masklab.masking import random_unit_masks, token_drop_indices
+
+TINY = [n for n in ENCODER_PRESETS if n.endswith('tiny')]
+FULL = [n for n in ENCODER_PRESETS if not n.endswith('tiny')]
+
+
+@pytest.mark.parametrize('name', FULL)
+def test_full_presets_match_timm_shapes(name):
+    "Every official-size preset has exactly timm's parameters (plus mask_token), checked on the meta device"
+    with torch.device('meta'):
+        enc = create_encoder(name)
+        plain = timm.create_model(enc.timm_name, **enc.timm_kwargs)
+    ours = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in plain.state_dict().items()}
+    extra = {'mask_token'} if hasattr(enc, 'mask_token') else set()
+    assert set(ours) - set(theirs) == extra and set(theirs) <= set(ours)
+    assert all(ours[k] == theirs[k] for k in theirs)
+
+
+@pytest.mark.parametrize('name', TINY)
+def test_tiny_presets_load_into_timm(name):
+    enc = create_encoder(name).eval()
+    plain = timm.create_model(enc.timm_name, **enc.timm_kwargs).eval()
+    res = plain.load_state_dict(enc.state_dict(), strict=False)
+    assert res.missing_keys == []
+    assert res.unexpected_keys == ([] if isinstance(enc, TokenDropViT) else ['mask_token'])
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(plain.forward_features(x), enc.forward_features(x))
+    torch.testing.assert_close(to_timm(enc).eval()(x), enc(x))
+
+
+@pytest.mark.parametrize('name', ['simmim_vit_tiny', 'simmim_beit_tiny', 'simmim_swin_tiny'])
+def test_masked_pixels_carry_no_information(name):
+    enc = create_encoder(name).eval()
+    p = enc.model_patch_size
+    mask = random_unit_masks(2, 64, 16, p, 0.6, generator=torch.Generator().manual_seed(0))
+    px = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).bool()[:, None].expand(-1, 3, -1, -1)
+    x = torch.randn(2, 3, 64, 64)
+    y = torch.where(px, torch.randn_like(x) * 5, x)
+    torch.testing.assert_close(enc.forward_map(y, mask), enc.forward_map(x, mask))
+    out = enc.forward_map(x, mask)
+    assert out.shape == (2, enc.num_features, 64 // enc.encoder_stride, 64 // enc.encoder_stride)
+    # all masked: the output does not depend on the image at all
+    full = torch.ones_like(mask)
+    torch.testing.assert_close(enc.forward_map(x, full), enc.forward_map(torch.randn_like(x), full))
+
+
+def test_gradient_reaches_mask_token():
+    enc = create_encoder('simmim_swin_tiny')
+    mask = random_unit_masks(2, 64, 16, 4, 0.6)
+    out = enc.forward_map(torch.randn(2, 3, 64, 64), mask)
+    out.pow(2).mean().backward()  # not .sum(): the sum of LayerNorm outputs over channels has no gradient
+    assert enc.mask_token.grad is not None and enc.mask_token.grad.abs().sum() > 0
+    assert 'mask_token' in enc.no_weight_decay()
+
+
+def test_token_drop_counts_and_invariance():
+    enc = create_encoder('msn_vit_tiny').eval()
+    x = torch.randn(4, 3, 64, 64)
+    assert enc.forward_features(x, patch_drop=0.15).shape == (4, 1 + 54, 64)  # floor(64 * 0.85) = 54
+    keep = token_drop_indices(4, 64, 0.5, shared=False, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(keep[0], keep[1])
+    out = enc(x, keep_idx=keep)
+    # change only dropped patches of sample 0
+    dropped = torch.ones(64, dtype=torch.bool); dropped[keep[0]] = False
+    px = dropped.view(8, 8).repeat_interleave(8, 0).repeat_interleave(8, 1)
+    y = x.clone(); y[0][:, px] = 7.0
+    torch.testing.assert_close(enc(y, keep_idx=keep), out)
+    # focal-size views: position embedding interpolated
+    assert enc(torch.randn(3, 3, 24, 24), patch_drop=0.3).shape == (3, 64)
+    assert enc.forward_features(x, norm=False).shape == (4, 65, 64)
+
+
+def test_bad_input_names_the_argument():
+    vit = create_encoder('simmim_vit_tiny')
+    x = torch.randn(2, 3, 64, 64)
+    with pytest.raises(ValueError, match=r'mask must be on the model-token grid \(B, h, w\) = \(2, 8, 8\)'):
+        vit.forward_map(x, torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match='multiple of the patch size 8'): vit.forward_map(torch.randn(2, 3, 60, 60))
+    with pytest.raises(ValueError, match='3 channels'): vit.forward_map(torch.randn(2, 1, 64, 64))
+    with pytest.raises(TypeError, match='x must be a torch.Tensor'): vit.forward_map(x.numpy())
+    with pytest.raises(TypeError, match='mask must be a torch.Tensor'): vit.forward_map(x, [[0]])
+    with pytest.raises(ValueError, match="name must be one of"): create_encoder('resnet50')
+    with pytest.raises(ValueError, match='patch_size must be square'):
+        MaskTokenViT(img_size=64, patch_size=(8, 4), embed_dim=32, depth=1, num_heads=1)
+    msn = create_encoder('msn_vit_tiny')
+    with pytest.raises(ValueError, match='keep_idx must be a \\(B, K\\) tensor'): msn(x, keep_idx=torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match='keep_idx must index the 64 patch tokens'): msn(x, keep_idx=torch.full((2, 3), 64))
+
+
+def test_apply_mask_token_by_hand():
+    t = torch.arange(12.).view(1, 2, 2, 3)
+    out = apply_mask_token(t, torch.tensor([[[1, 0], [0, 1]]]), torch.tensor([-1., -2., -3.]))
+    assert out[0, 0, 0].tolist() == [-1, -2, -3] and out[0, 0, 1].tolist() == [3, 4, 5]
+    assert out[0, 1, 1].tolist() == [-1, -2, -3]

@@ -1,0 +1,119 @@
+"""SimMIM: head parameter counts, loss normalization, the model contract, the shipped checkpoint, the explorer."""
+import os
+os.environ.setdefault('MPLBACKEND', 'Agg')
+import numpy as np, pytest, torch
+from masklab.encoders import create_encoder
+from masklab.simmim import (SimMIMHead, MLPHead, TransformerHead, SimMIM, simmim_loss, norm_targets, load_simmim,
+                            save_simmim, build_simmim, demo_checkpoint_path, reconstruction_errors,
+                            render_reconstruction, reconstruction_grid, ReconstructionExplorer, DEMO_CONFIG)
+from masklab.core import normalize
+from masklab.data import photo_crops, photos
+
+
+def n_params(m): return sum(p.numel() for p in m.parameters())
+
+
+def test_head_official_parameter_counts():
+    assert n_params(SimMIMHead(1024, 32)) == 1024 * 3072 + 3072
+    assert n_params(SimMIMHead(768, 16)) == 768 * 768 + 768
+    assert SimMIMHead(96, 4, in_chans=1)(torch.randn(2, 96, 3, 5)).shape == (2, 1, 12, 20)
+
+
+@pytest.mark.parametrize('cls', [SimMIMHead, MLPHead, TransformerHead])
+def test_heads_check_embed_dim(cls):
+    h = cls(64, 8)
+    assert h(torch.randn(2, 64, 4, 4)).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match='embed_dim=64'): h(torch.randn(2, 65, 4, 4))
+    with pytest.raises(TypeError, match='z must be a torch.Tensor'): h(np.zeros((2, 64, 4, 4)))
+
+
+def test_loss_normalization_by_hand():
+    x = torch.zeros(2, 3, 8, 8)
+    rec = torch.zeros_like(x); rec[0] = 2.0; rec[1] = 5.0
+    mask = torch.zeros(2, 2, 2, dtype=torch.long); mask[0, 0, 0] = 1; mask[1] = 1  # 16 + 64 masked pixels
+    expected = (16 * 3 * 2 + 64 * 3 * 5) / (80 + 1e-5) / 3
+    torch.testing.assert_close(simmim_loss(x, rec, mask, 4), torch.tensor(expected))
+    torch.testing.assert_close(simmim_loss(x, rec, mask, 4, loss_on='all'), torch.tensor((2 + 5) / 2))
+    assert simmim_loss(x, rec, torch.zeros_like(mask), 4).item() == 0.0
+
+
+def test_loss_bad_input():
+    x = torch.zeros(1, 3, 8, 8)
+    with pytest.raises(ValueError, match=r'model-token grid \(B, h, w\) = \(1, 2, 2\)'): simmim_loss(x, x, torch.zeros(1, 8, 8), 4)
+    with pytest.raises(ValueError, match='must divide the image size'): simmim_loss(x, x, torch.zeros(1, 2, 2), 3)
+    with pytest.raises(ValueError, match='x_rec must have the shape of x'): simmim_loss(x, x[:, :1], torch.zeros(1, 2, 2), 4)
+    with pytest.raises(ValueError, match="loss_on must be one of"): simmim_loss(x, x, torch.zeros(1, 2, 2), 4, loss_on='x')
+
+
+def test_norm_targets_matches_unbiased_window_stats():
+    x = torch.rand(1, 1, 9, 9)
+    out = norm_targets(x, 5)
+    win = x[0, 0, 2:7, 2:7]  # the full window of the centre pixel
+    torch.testing.assert_close(out[0, 0, 4, 4], (x[0, 0, 4, 4] - win.mean()) / (win.var(unbiased=True) + 1e-6).sqrt())
+    corner = x[0, 0, :3, :3]  # the border window is clipped (count_include_pad=False)
+    torch.testing.assert_close(out[0, 0, 0, 0], (x[0, 0, 0, 0] - corner.mean()) / (corner.var(unbiased=True) + 1e-6).sqrt())
+    with pytest.raises(ValueError, match='window must be odd'): norm_targets(x, 6)
+
+
+@pytest.mark.parametrize('name', ['simmim_vit_tiny', 'simmim_beit_tiny', 'simmim_swin_tiny'])
+@pytest.mark.parametrize('head', ['linear', 'mlp', 'transformer'])
+def test_model_forward_backward(name, head):
+    model = SimMIM(create_encoder(name), head, mask_patch_size=16, norm_target=head == 'mlp', norm_window=15)
+    out = model(dict(image=torch.randn(2, 3, 64, 64)))
+    assert set(out) == {'loss'} and out['loss'].ndim == 0
+    out['loss'].backward()
+    assert model.encoder.mask_token.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.head.parameters())
+
+
+def test_model_mask_contract():
+    model = SimMIM(create_encoder('simmim_vit_tiny'), mask_patch_size=32, mask_ratio=0.5).eval()
+    x = torch.randn(3, 3, 64, 64)
+    m = model.make_mask(x)
+    assert m.shape == (3, 8, 8) and m.device == x.device and (m.sum((1, 2)) == 2 * 16).all()  # ceil(4 * .5) units
+    with torch.no_grad():
+        full = model(dict(image=x, mask=torch.ones(3, 8, 8, dtype=torch.long)))['loss']
+        none = model(dict(image=x, mask=torch.zeros(3, 8, 8, dtype=torch.long)))['loss']
+    assert full > 0 and none == 0
+    with pytest.raises(ValueError, match='model-token grid'): model(dict(image=x, mask=torch.ones(3, 2, 2)))
+    with pytest.raises(ValueError, match='multiple of the patch size'): model(dict(image=torch.randn(3, 3, 60, 60)))
+    with pytest.raises(TypeError, match="batch must be a dict"): model(x)
+    with pytest.raises(ValueError, match="head must be one of"): SimMIM(create_encoder('simmim_vit_tiny'), 'conv')
+    with pytest.raises(ValueError, match='head.encoder_stride'): SimMIM(create_encoder('simmim_vit_tiny'), SimMIMHead(64, 16))
+
+
+def test_save_load_roundtrip(tmp_path):
+    cfg = dict(DEMO_CONFIG, encoder='simmim_vit_tiny', encoder_kwargs={})
+    model = build_simmim(cfg).eval()
+    save_simmim(model, tmp_path / 'm.safetensors', cfg)
+    back = load_simmim(tmp_path / 'm.safetensors')
+    x, m = torch.randn(2, 3, 64, 64), torch.ones(2, 8, 8)
+    torch.testing.assert_close(back.reconstruct(x, m), model.reconstruct(x, m))
+    (tmp_path / 'bad.safetensors').write_bytes(b'garbage')
+    with pytest.raises(Exception): load_simmim(tmp_path / 'bad.safetensors')
+
+
+def test_shipped_checkpoint_loads_offline_and_beats_mean_colour():
+    path = demo_checkpoint_path()
+    assert path.is_file() and path.stat().st_size < 8 * 2**20
+    model = load_simmim()
+    ds = photo_crops(n_per_photo=6, size=64, seed=987)  # crops the checkpoint never saw
+    x = torch.stack([normalize(torch.from_numpy(np.asarray(ds[i][0], np.float32) / 255).permute(2, 0, 1))
+                     for i in range(len(ds))])
+    errs = reconstruction_errors(model, x, seed=0)
+    # clearly better than the mean colour; level with copying the nearest visible pixel (see 04_light_head)
+    assert errs['model'] < 0.9 * errs['mean_colour'], errs
+    assert errs['model'] < 1.05 * errs['nearest'], errs
+
+
+def test_explorer_headless():
+    model = load_simmim()
+    ex = ReconstructionExplorer(model, dict(photos(['chelsea', 'coins'])))
+    ex.image.value, ex.ratio.value, ex.unit.value, ex.seed.value = 'coins', 0.3, 8, 5
+    fig = ex.result
+    assert len(fig.axes) == 4 and '8 px units, 30%' in fig.axes[1].get_title()
+    grid = reconstruction_grid(model, [photos(['chelsea'])[0][1]] * 2, [dict(seed=0), dict(mask_ratio=0.9, seed=1)])
+    assert len(grid.axes) == 8
+    with pytest.raises(ValueError, match='same length'): reconstruction_grid(model, [], [dict()])
+    with pytest.raises(ValueError, match='input_size must be a multiple of mask_patch_size'):
+        render_reconstruction(model, photos(['chelsea'])[0][1], mask_patch_size=12)

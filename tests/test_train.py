@@ -1,0 +1,115 @@
+"""The trainer's promises, in-process on a CPU: exact resume, SIGTERM, NaN guard, atomic checkpoints, schedules."""
+import os, signal, json
+from pathlib import Path
+import pytest, torch
+from masklab.train import (Trainer, ToyMethod, TrainingError, checkpoints, load_state, save_state, simmim_lr,
+                           msn_lr, msn_weight_decay, msn_momentum, scale_lr, param_groups)
+from masklab.data import photo_crops, simmim_transform
+
+@pytest.fixture(scope='module')
+def ds(): return photo_crops(n_per_photo=4, size=32)
+
+def make(ds, out=None, steps=12, method=None, **kw):
+    torch.manual_seed(0)
+    return Trainer(method or ToyMethod(width=4), ds, simmim_transform(32), batch_size=8, max_steps=steps,
+                   schedule=dict(name='cosine', lr=3e-3, warmup_epochs=0.2, min_lr=1e-4, weight_decay=0.05),
+                   optim=dict(clip_grad=5.0), out=out, log_every=1, save_every=4, device='cpu', progress=False, **kw)
+
+def weights(tr): return {k: v.clone() for k, v in tr.module.state_dict().items()}
+
+def same(a, b):
+    assert a.keys() == b.keys()
+    for k in a: assert torch.equal(a[k], b[k]), k
+
+def test_resume_is_exact(ds, tmp_path):
+    full = make(ds); full.fit()
+    a = make(ds, tmp_path); a.fit(until=5)
+    b = make(ds, tmp_path); b.fit(resume=True)
+    same(weights(full), weights(b))
+    steps = [json.loads(l)['step'] for l in (tmp_path/'metrics.jsonl').read_text().splitlines()]
+    assert steps == list(range(1, 13))
+
+class _Term(ToyMethod):
+    "Sends itself SIGTERM during step 6"
+    def forward(self, batch):
+        if self.step == 6: os.kill(os.getpid(), signal.SIGTERM)
+        return super().forward(batch)
+
+def test_sigterm_saves_and_resumes(ds, tmp_path):
+    full = make(ds); full.fit()
+    torch.manual_seed(0)
+    t = make(ds, tmp_path, method=_Term(width=4))
+    s = t.fit()
+    assert s['stopped'] == 'SIGTERM' and s['steps'] == 7
+    assert checkpoints(tmp_path/'checkpoints')[-1].name == 'step-00000007.safetensors'
+    assert signal.getsignal(signal.SIGTERM) is not None
+    b = make(ds, tmp_path); b.fit(resume=True)
+    same(weights(full), weights(b))
+
+def test_nan_stops_and_keeps_checkpoint(ds, tmp_path):
+    t = make(ds, tmp_path, steps=12); t.module.nan_at_step = 6
+    with pytest.raises(TrainingError, match='at step 6'): t.fit()
+    last = checkpoints(tmp_path/'checkpoints')[-1]
+    assert last.name == 'step-00000004.safetensors'
+    before = last.read_bytes()
+    t2 = make(ds, tmp_path, steps=12); t2.module.nan_at_step = 6
+    with pytest.raises(TrainingError): t2.fit(resume=True)
+    assert last.read_bytes() == before
+    tensors, meta = load_state(last)
+    assert meta['step'] == 4 and all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
+
+def test_failed_write_leaves_old_checkpoint(tmp_path, monkeypatch):
+    p = tmp_path/'ck.safetensors'
+    save_state(p, {'w': torch.ones(3)}, dict(step=1))
+    good = p.read_bytes()
+    def boom(*a, **k): raise OSError('disk full')
+    monkeypatch.setattr(os, 'replace', boom)
+    with pytest.raises(OSError): save_state(p, {'w': torch.zeros(3)}, dict(step=2))
+    assert p.read_bytes() == good and [q.name for q in tmp_path.iterdir()] == ['ck.safetensors']
+
+def test_checkpoint_is_not_pickle(ds, tmp_path):
+    t = make(ds, tmp_path, steps=4); t.fit()
+    ck = checkpoints(tmp_path/'checkpoints')[-1]
+    assert ck.read_bytes()[:1] != b'\x80'  # not a pickle stream
+    tensors, meta = load_state(ck)
+    assert 'model.target.1.running_mean' in tensors and meta['format'].startswith('masklab-train-state')
+
+def test_bad_arguments(ds):
+    with pytest.raises(ValueError, match='larger than the dataset'):
+        Trainer(ToyMethod(), ds, batch_size=len(ds) + 1, max_steps=1, device='cpu')
+    with pytest.raises(ValueError, match='split evenly'): Trainer(ToyMethod(), ds, batch_size=9, accum_steps=2, max_steps=1)
+    with pytest.raises(TypeError): Trainer(ToyMethod(), ds, batch_size=8.5, max_steps=1)
+    with pytest.raises(ValueError, match='nothing to resume'): make(ds, Path('/tmp/masklab-none-xyz')).fit(resume=True)
+
+def test_accumulation_matches_bigger_batch_without_batchnorm(ds):
+    class NoBN(ToyMethod):
+        def __init__(self):
+            super().__init__(width=4)
+            for i in (1, 4): self.encoder[i] = torch.nn.Identity()
+            self.target = __import__('copy').deepcopy(self.encoder).requires_grad_(False)
+    torch.manual_seed(0); a = make(ds, method=NoBN()); a.fit()
+    torch.manual_seed(0); b = make(ds, method=NoBN(), accum_steps=2); b.fit()
+    for k, v in weights(a).items(): torch.testing.assert_close(v, weights(b)[k], atol=1e-5, rtol=1e-4)
+
+def test_schedules_against_official_forms():
+    from timm.scheduler import CosineLRScheduler
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=8e-4)
+    ref = CosineLRScheduler(opt, t_initial=300, lr_min=4e-5, warmup_lr_init=4e-6, warmup_t=30, cycle_limit=1,
+                            t_in_epochs=False)
+    for t in range(300): assert abs(simmim_lr(t, 300, 8e-4, 30, 4e-6, 4e-5) - ref._get_lr(t)[0]) < 1e-12
+    assert scale_lr(2e-4, 2048) == pytest.approx(8e-4)
+    n = 1000
+    assert msn_lr(n - 1, n, 1e-3, 19, 2e-4, 1e-6) == pytest.approx(1e-6 + (1e-3 - 1e-6) * 0.5 * (1 + __import__('math').cos(
+        __import__('math').pi * (n - 19) / (1250 - 19))))
+    assert msn_weight_decay(-1, n) == pytest.approx(0.04) and msn_weight_decay(1249, n) == pytest.approx(0.4)
+    assert msn_momentum(0, n) == 0.996 and msn_momentum(n - 1, n) < 1.0
+
+def test_param_groups_official_rules():
+    from masklab.encoders import create_encoder
+    enc = create_encoder('simmim_vit_tiny')
+    g = {n: grp['weight_decay'] for grp in param_groups(enc, 0.05) for n in grp['names']}
+    assert g['pos_embed'] == g['cls_token'] == g['mask_token'] == g['blocks.0.norm1.weight'] == 0.0
+    assert g['blocks.0.attn.qkv.weight'] == 0.05 and g['blocks.0.attn.qkv.bias'] == 0.0
+    g = {n: grp['weight_decay'] for grp in param_groups(enc, 0.04, keywords=('prototypes', 'bn'), use_model_list=False)
+         for n in grp['names']}
+    assert g['pos_embed'] == 0.04 and g['blocks.0.norm1.weight'] == 0.0  # MSN decays its 3-D position embedding
