@@ -15,12 +15,13 @@ import torch.nn.functional as F
 import torch.distributed as dist
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from fastcore.basics import patch
 import ipywidgets as W
 from torchvision.transforms import v2
 from .core import check_int, check_float, check_choice, to_hwc, IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
-__all__ = ['DEMO', 'MSNProjectionHead', 'init_prototypes', 'prototype_scores', 'all_reduce_mean', 'sharpen', 'sinkhorn', 'mean_entropy', 'me_max', 'msn_targets', 'msn_loss', 'ema_momentum', 'ema_update', 'MSNEncoder', 'MSN', 'fit_msn', 'effective_rank', 'knn_accuracy', 'center_images', 'collapse_stats', 'small_msn_run', 'render_prototypes', 'scores_of', 'PrototypeExplorer', 'render_sharpening', 'SharpeningExplorer']
+__all__ = ['DEMO', 'MSNProjectionHead', 'init_prototypes', 'prototype_scores', 'all_reduce_mean', 'sharpen', 'sinkhorn', 'mean_entropy', 'me_max', 'msn_targets', 'msn_loss', 'ema_momentum', 'ema_update', 'MSNEncoder', 'MSN', 'fit_msn', 'effective_rank', 'knn_accuracy', 'center_images', 'collapse_stats', 'small_msn_run', 'render_prototypes', 'scores_of', 'PrototypeExplorer', 'usage_figure', 'render_sharpening', 'SharpeningExplorer']
 
 # %% ../nbs/06_prototypes.ipynb #dc5fc84a
 class MSNProjectionHead(nn.Sequential):
@@ -512,6 +513,31 @@ class PrototypeExplorer:
         return self.widget.result
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+
+# %% ../nbs/06_prototypes.ipynb #eb797ab0
+def usage_figure(counts:torch.Tensor, # (K,) images assigned to each prototype
+                 title:str='') -> Figure:
+    "Bar chart of prototype usage, most used first"
+    c = counts.float().sort(descending=True).values
+    fig = Figure(figsize=(6, 2.6))
+    ax = fig.subplots()
+    ax.bar(range(len(c)), (c / c.sum()).numpy(), width=1.0)
+    ax.set(xlabel='prototype (by usage)', ylabel='share of images', title=title or
+           f"{int((c > 0).sum())} of {len(c)} prototypes used")
+    fig.tight_layout()
+    return fig
+
+@patch
+def run_figures(self:MSN, ds, # the run's data set of (PIL image, label)
+                n:int=512, # at most this many images, spread over `ds`
+               ) -> dict: # name -> Figure, saved as figures/NAME.png in the run folder
+    "Figures for a pre-training run folder: prototype usage of the target encoder on images of `ds`"
+    n = min(check_int('n', n, 1), len(ds))
+    idx = [i * len(ds) // n for i in range(n)]
+    size = self.target_encoder.backbone.patch_embed.img_size[0]
+    x, _ = center_images(torch.utils.data.Subset(ds, idx), size)
+    t, _ = scores_of(self, x)
+    return {'prototypes': usage_figure(torch.bincount(t.argmax(dim=1), minlength=t.shape[1]))}
 
 # %% ../nbs/07_sharpening.ipynb #234a0004
 def render_sharpening(images:torch.Tensor, # (N, 3, H, W) normalized images

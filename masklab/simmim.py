@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from fastcore.basics import patch
 from .core import check_int, check_float, check_choice, normalize, denormalize, seed_everything, to_hwc
 from .masking import MaskGenerator, random_unit_masks, upsample_mask, square_image, nearest_fill
 from .encoders import create_encoder, check_token_mask, _Rebuildable
@@ -409,3 +410,13 @@ class ReconstructionExplorer:
         return self.widget.result
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+
+# %% ../nbs/04_light_head.ipynb #ded57c14
+@patch
+def run_figures(self:SimMIM, ds, # the run's data set of (PIL image, label)
+                n:int=4, # how many images
+               ) -> dict: # name -> Figure, saved as figures/NAME.png in the run folder
+    "Figures for a pre-training run folder: reconstructions of `n` images spread over `ds`"
+    n = min(check_int('n', n, 1), len(ds))
+    images = [ds[i * len(ds) // n][0] for i in range(n)]
+    return {'reconstructions': reconstruction_grid(self, images, [dict(seed=i) for i in range(n)])}

@@ -28,7 +28,7 @@ __all__ = ['NO_DECAY_KEYWORDS', 'SCHEDULES', 'FORMAT', 'METHODS', 'DistEnv', 'in
            'atomic_write', 'save_state', 'load_state', 'optimizer_to_state', 'optimizer_from_state', 'rng_to_state',
            'rng_from_state', 'TrainingError', 'checkpoints', 'Trainer', 'state_dict_tensors', 'save_checkpoint',
            'load_checkpoint', 'latest_checkpoint', 'train_step', 'fit', 'register_method', 'build_method', 'MaskedView',
-           'collate_masked', 'embed_dataset', 'knn_accuracy', 'default_config', 'resolve_lr', 'pretrain']
+           'collate_masked', 'embed_dataset', 'knn_accuracy', 'default_config', 'resolve_lr', 'pretrain', 'load_run']
 
 # %% ../nbs/08_train.ipynb #bc1f0780
 @dataclass
@@ -823,6 +823,10 @@ def pretrain(config:dict, # a config like `default_config(...)`, fully resolved
         (out/'figures').mkdir(exist_ok=True)
         hist = [json.loads(l) for l in (out/'metrics.jsonl').read_text().splitlines() if l.strip()]
         if hist: _loss_figure(hist, out/'figures'/'loss.png')
+        if hasattr(tr.module, 'run_figures') and not summary['stopped']:  # the method's own pictures
+            tr.module.eval()
+            for name, fig in tr.module.run_figures(ds).items(): fig.savefig(out/'figures'/f'{name}.png', dpi=90)
+            tr.module.train()
         losses = [r['loss'] for r in hist]
         if losses: summary.update(first_loss=losses[0], final_loss=losses[-1])
         if knn and not summary['stopped']:
@@ -831,3 +835,20 @@ def pretrain(config:dict, # a config like `default_config(...)`, fully resolved
         (out/'summary.json').write_text(json.dumps(summary, indent=1))
     if tr.env.distributed: dist.barrier()
     return summary
+
+def load_run(path, # a run folder written by `pretrain`, or its model.safetensors
+            ) -> tuple[nn.Module, dict]: # the method (eval mode, CPU) and its resolved config
+    "Rebuild a pre-trained method from a run's model.safetensors, without unpickling anything"
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    path = Path(path).expanduser()
+    f = path/'model.safetensors' if path.is_dir() else path
+    if not f.is_file(): raise ValueError(f"checkpoint {str(path)!r} is neither a run folder with model.safetensors nor a file")
+    try:
+        with safe_open(str(f), 'pt') as h: meta = h.metadata() or {}
+    except Exception as e: raise ValueError(f"checkpoint {str(f)!r} is not a readable safetensors file: {e}") from e
+    if 'masklab' not in meta: raise ValueError(f"checkpoint {str(f)!r} was not written by masklab pretrain (no config)")
+    cfg = json.loads(meta['masklab'])['config']
+    model = build_method(cfg)[0]
+    model.load_state_dict(load_file(str(f)))
+    return model.eval(), cfg

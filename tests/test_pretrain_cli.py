@@ -30,6 +30,21 @@ def test_simmim_tiny_preset(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = [json.loads(l) for l in (tmp_path/'run'/'metrics.jsonl').read_text().splitlines()]
     assert sum(r['loss'] for r in rows[-5:]) < sum(r['loss'] for r in rows[:5])
+    assert (tmp_path/'run'/'figures'/'reconstructions.png').exists()
+    # the run's own weights, drawn by `masklab reconstruct` (and a file that is not a checkpoint refused in one line)
+    r = masklab('reconstruct', '--checkpoint', str(tmp_path/'run'), '--image', 'coffee', '--out', str(tmp_path/'r.png'))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path/'r.png').read_bytes()[:4] == b'\x89PNG'
+    (tmp_path/'junk.safetensors').write_bytes(b'junk')
+    r = masklab('reconstruct', '--checkpoint', str(tmp_path/'junk.safetensors'), '--out', str(tmp_path/'r.png'))
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+def test_msn_tiny_preset_saves_prototype_usage(tmp_path):
+    r = masklab('pretrain', '--preset', 'tiny', '--method', 'msn', '--out', str(tmp_path/'run'), '--no-progress')
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path/'run'/'figures'/'prototypes.png').exists()
+    r = masklab('reconstruct', '--checkpoint', str(tmp_path/'run'), '--out', str(tmp_path/'r.png'))
+    assert r.returncode == 2 and "holds a 'msn' model" in r.stderr
 
 # `masklab pretrain` with no arguments (the default preset, loss falls) is README's main job: tests/test_readme.py
 
