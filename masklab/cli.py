@@ -18,7 +18,7 @@ from .train import default_config, pretrain, TrainingError, METHODS, close_distr
 # %% auto #0
 __all__ = ['PRESETS', 'load_image', 'cmd_data', 'check_out', 'cmd_views', 'mask_settings', 'cmd_masks', 'apply_set',
            'resolve_config', 'cmd_pretrain', 'add_pretrain_parser', 'load_simmim_checkpoint', 'cmd_reconstruct',
-           'build_parser', 'main']
+           'load_eval_model', 'format_result', 'cmd_evaluate', 'add_evaluate_parser', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #60b2b313
 def load_image(spec:str):
@@ -264,7 +264,88 @@ def cmd_reconstruct(args) -> int:
     print(_save(fig, out))
     return 0
 
-# %% ../nbs/11_cli.ipynb #de123d38
+# %% ../nbs/11_cli.ipynb #c7d0d933
+def _check_json_out(out) -> Path|None:
+    if out is None: return None
+    out = Path(out).expanduser()
+    if out.suffix.lower() != '.json': raise ValueError(f"--out {str(out)!r} must end in .json")
+    if not out.parent.is_dir(): raise ValueError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+    return out
+
+def _parse_shots(spec:str) -> tuple[int, ...]:
+    try: shots = tuple(int(s) for s in str(spec).split(',') if s.strip())
+    except ValueError: raise ValueError(f"--shots {spec!r} must be comma-separated integers, e.g. 1,2,5") from None
+    if not shots or min(shots) < 1: raise ValueError(f"--shots {spec!r} must be integers >= 1")
+    return shots
+
+def load_eval_model(spec:str):
+    "'pixels', or a SimMIM / MSN model from a run folder or file of `masklab pretrain`"
+    from masklab.train import load_run
+    if spec == 'pixels': return 'pixels'
+    p = Path(spec).expanduser()
+    f = p/'model.safetensors' if p.is_dir() else p
+    if not f.is_file():
+        raise ValueError(f"--checkpoint {spec!r} is neither 'pixels', a run folder with model.safetensors, nor a file")
+    model, cfg = load_run(f)
+    if cfg['method'] not in ('simmim', 'msn'):
+        raise ValueError(f"--checkpoint {spec!r} holds a {cfg['method']!r} model; evaluate needs a simmim or msn run")
+    return model
+
+def format_result(res:dict) -> str:
+    "A small text table of an `evaluate` result"
+    head = f"{res['protocol']} on {res['data']} ({res['classes']} classes, {res['n_train']} train / {res['n_test']} test, dim {res['dim']})"
+    if res['protocol'] == 'finetune':
+        rows = [f"accuracy  {100 * res['accuracy']:5.1f} %  ({res['recipe']} recipe, {res['steps']} steps, final loss {res['final_loss']:.3f})"]
+    elif res['protocol'] == 'fewshot':
+        rows = [f"{s:>3}-shot  {100 * v['mean']:5.1f} ± {100 * v['std']:.1f} %" for s, v in res['shots'].items()]
+    else: rows = [f"accuracy  {100 * res['accuracy']:5.1f} %"]
+    return '\n'.join([head, *rows])
+
+def cmd_evaluate(args) -> int:
+    "Evaluate a run's frozen features with one protocol; prints a table, writes JSON to `--out`"
+    from masklab.evaluate import evaluate, PROTOCOLS
+    from masklab.evaluate import FINETUNE_RECIPES
+    check_choice('--protocol', args.protocol, PROTOCOLS)
+    check_choice('--recipe', args.recipe, tuple(FINETUNE_RECIPES))
+    out, shots = _check_json_out(args.out), _parse_shots(args.shots)
+    k = check_int('--k', args.k, 1)
+    epochs = None if args.epochs is None else (check_int('--epochs', args.epochs, 1) if args.protocol == 'linear'
+                                              else check_float('--epochs', args.epochs, 0.0))
+    lr = None if args.lr is None else check_float('--lr', args.lr, 0.0)
+    if args.batch_size is not None: check_int('--batch-size', args.batch_size, 2)
+    if args.block is not None: check_int('--block', args.block, 1)
+    if args.img_size is not None: check_int('--img-size', args.img_size, 8)
+    model = load_eval_model(args.checkpoint)
+    res = evaluate(model, args.data, args.protocol, img_size=args.img_size, block=args.block, k=k, epochs=epochs,
+                   lr=lr, recipe=args.recipe, batch_size=args.batch_size, shots=shots, seed=args.seed,
+                   device=args.device, progress=not args.no_progress)
+    res['checkpoint'] = args.checkpoint
+    if out is not None: out.write_text(json.dumps(res, indent=1))
+    print(format_result(res))
+    return 0
+
+def add_evaluate_parser(sub):
+    "The `evaluate` subcommand's arguments"
+    s = sub.add_parser('evaluate', help='k-NN, linear-probe or few-shot accuracy of frozen features')
+    s.add_argument('--checkpoint', required=True, help="a pretrain run folder or .safetensors file, or 'pixels'")
+    s.add_argument('--protocol', default='knn', help='knn | linear | fewshot | finetune')
+    s.add_argument('--data', default='photo_crops', help="photo_crops (unseen crops, seed 1) | photos | digits | mnist | a folder")
+    s.add_argument('--img-size', type=int, default=None, help="evaluation image side (default: the run's)")
+    s.add_argument('--block', type=int, default=None, help='SimMIM: 1-based block to pool (default: 8 for ViT-B, else the last)')
+    s.add_argument('--k', type=int, default=20, help='k-NN neighbours')
+    s.add_argument('--epochs', type=float, default=None, help="linear probe (default 30) or fine-tuning (default: the recipe's) epochs")
+    s.add_argument('--lr', type=float, default=None, help="linear probe (default: MSN's 6.4) or fine-tuning (default: the recipe's, batch-scaled) lr")
+    s.add_argument('--recipe', default='mae', help='fine-tuning recipe: mae | simmim')
+    s.add_argument('--batch-size', type=int, default=None, help="fine-tuning batch (default: the recipe's, at most the train half)")
+    s.add_argument('--shots', default='1,2,5', help='few-shot: labelled images per class, comma-separated')
+    s.add_argument('--seed', type=int, default=0)
+    s.add_argument('--device', default='cpu', help='cpu | cuda | mps | auto')
+    s.add_argument('--out', default=None, help='write the result as JSON here')
+    s.add_argument('--no-progress', action='store_true', help='no progress bar')
+    s.set_defaults(fn=cmd_evaluate)
+    return s
+
+# %% ../nbs/11_cli.ipynb #bec6fcd6
 def build_parser() -> argparse.ArgumentParser:
     "The `masklab` argument parser"
     p = argparse.ArgumentParser(prog='masklab', description='Masked image modeling: SimMIM and MSN, reproduced.')
@@ -300,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--out', default='reconstructions.png')
     s.set_defaults(fn=cmd_reconstruct)
+    add_evaluate_parser(sub)
     return p
 
 def main(argv:list[str]|None=None) -> int:
