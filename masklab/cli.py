@@ -13,12 +13,14 @@ from . import __version__
 from .core import show_images, check_int, check_float, check_choice
 from .data import photos, PHOTO_NAMES, BUNDLED, MSNViews, simmim_transform, Views, _read_image
 from .masking import STRATEGIES, mask_grid, make_mask, avg_dist, upsample_mask
+from .sweep import set_key
 from .train import default_config, pretrain, TrainingError, METHODS, close_distributed
 
 # %% auto #0
 __all__ = ['PRESETS', 'load_image', 'cmd_data', 'check_out', 'cmd_views', 'mask_settings', 'cmd_masks', 'apply_set',
            'resolve_config', 'cmd_pretrain', 'add_pretrain_parser', 'load_simmim_checkpoint', 'cmd_reconstruct',
-           'load_eval_model', 'format_result', 'cmd_evaluate', 'add_evaluate_parser', 'build_parser', 'main']
+           'load_eval_model', 'format_result', 'cmd_evaluate', 'add_evaluate_parser', 'parse_grid', 'cmd_sweep',
+           'add_sweep_parser', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #60b2b313
 def load_image(spec:str):
@@ -147,7 +149,7 @@ PRESETS = {
 }
 
 # %% ../nbs/11_cli.ipynb #e57354ff
-_RESUME_FREE = {'device', 'num_workers', 'log_every', 'save_every', 'keep_checkpoints', 'eval'}
+_RESUME_FREE = {'device', 'num_workers', 'log_every', 'save_every', 'keep_checkpoints', 'eval', 'skip_nonfinite'}
 
 def _parse_value(v:str):
     try: return json.loads(v)
@@ -157,15 +159,7 @@ def apply_set(cfg:dict, item:str) -> dict:
     "Apply one `--set key=value` (dotted keys for nested dicts) to `cfg` in place"
     key, eq, val = item.partition('=')
     if not eq or not key: raise ValueError(f"--set {item!r} must look like key=value (e.g. schedule.lr=1e-3)")
-    parts, d = key.split('.'), cfg
-    for i, p in enumerate(parts[:-1]):
-        if not isinstance(d.get(p), dict):
-            raise ValueError(f"--set {key}: {'.'.join(parts[:i + 1])!r} is not a section of the config")
-        d = d[p]
-    if parts[-1] not in d and parts[0] != 'model':
-        raise ValueError(f"--set {key}: unknown key {parts[-1]!r}; known: {', '.join(sorted(d))}")
-    d[parts[-1]] = _parse_value(val)
-    return cfg
+    return set_key(cfg, key, _parse_value(val), what='--set')
 
 def resolve_config(args) -> tuple[dict, Path, bool]:
     "The config, run folder and resume flag of `masklab pretrain ARGS`, validated before any work"
@@ -182,11 +176,17 @@ def resolve_config(args) -> tuple[dict, Path, bool]:
     if args.batch_size is not None: cfg['batch_size'] = check_int('--batch-size', args.batch_size, 1)
     if args.seed is not None: cfg['seed'] = check_int('--seed', args.seed, 0)
     if args.save_every is not None: cfg['save_every'] = check_int('--save-every', args.save_every, 0)
+    if getattr(args, 'skip_nonfinite', None) is not None: cfg['skip_nonfinite'] = check_int('--skip-nonfinite', args.skip_nonfinite, 0)
     if args.device is not None: cfg['device'] = check_choice('--device', args.device, ('auto', 'cpu', 'cuda', 'mps'))
     for item in args.set or []: apply_set(cfg, item)
     if cfg['data'] is None:
         raise ValueError(f"--preset {preset!r} needs --data (an ImageNet-style folder of training images)")
     out = Path(args.out or f"runs/{method}-{preset}").expanduser()
+    restart = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') or 0)
+    if not args.resume and restart > 0 and list((out/'checkpoints').glob('step-*.safetensors')):
+        args.resume = True  # torchrun --max-restarts started this worker group again: continue the run
+        if int(os.environ.get('RANK', '0')) == 0:
+            print(f"masklab pretrain: restart {restart} by torchrun; resuming from the last checkpoint in {str(out)!r}", file=sys.stderr)
     if args.resume:
         saved = out/'config.json'
         if not saved.is_file(): raise ValueError(f"nothing to resume: {str(saved)!r} does not exist")
@@ -225,6 +225,7 @@ def add_pretrain_parser(sub):
     s.add_argument('--seed', type=int, default=None)
     s.add_argument('--out', default=None, help='run folder (default: runs/METHOD-PRESET)')
     s.add_argument('--save-every', type=int, default=None, help='steps between checkpoints (0: at the end only)')
+    s.add_argument('--skip-nonfinite', type=int, default=None, metavar='N', help='skip up to N NaN/inf-loss steps in a row without updating, then stop (default 0: stop at the first)')
     s.add_argument('--resume', action='store_true', help="continue the run in --out from its newest checkpoint")
     s.add_argument('--device', default=None, help='auto | cpu | cuda | mps')
     s.add_argument('--set', action='append', metavar='KEY=VALUE', help='override any config value (repeatable)')
@@ -345,6 +346,68 @@ def add_evaluate_parser(sub):
     s.set_defaults(fn=cmd_evaluate)
     return s
 
+# %% ../nbs/11_cli.ipynb #ccc7fe64
+def parse_grid(items) -> dict:
+    "`--grid KEY=V1,V2,...` (repeatable) as a dict of axes; each value is JSON where it parses, else a string"
+    if not items: raise ValueError("--grid is required, e.g. --grid model.mask_ratio=0.3,0.6,0.9")
+    axes = {}
+    for item in items:
+        key, eq, vals = item.partition('=')
+        if not eq or not key or not vals.strip():
+            raise ValueError(f"--grid {item!r} must look like key=v1,v2 (e.g. model.mask_ratio=0.3,0.6)")
+        if key in axes: raise ValueError(f"--grid {key} is given twice; put all its values in one --grid")
+        axes[key] = [_parse_value(v.strip()) for v in vals.split(',')]
+    return axes
+
+def _parse_plot(spec:str) -> tuple:
+    parts = tuple(spec.split(':'))
+    if not 2 <= len(parts) <= 3 or not all(parts):
+        raise ValueError(f"--plot {spec!r} must look like X:Y or X:Y:HUE (e.g. mask_ratio:knn:mask_patch_size)")
+    return parts
+
+def cmd_sweep(args) -> int:
+    "Train and measure every point of a grid; prints the sweep's summary as JSON"
+    from masklab.sweep import run_sweep, sweep_figures, SweepStopped, METRICS
+    axes = parse_grid(args.grid)
+    plots = [_parse_plot(p) for p in args.plot or []] or None
+    metrics = args.metric or ['knn']
+    for m in metrics: check_choice('--metric', m, tuple(METRICS))
+    args.resume = False
+    cfg, _, _ = resolve_config(args)
+    out = Path(args.out or f"sweeps/{cfg['method']}-{args.preset}").expanduser()
+    rank0 = int(os.environ.get('RANK', '0')) == 0
+    log = (lambda line: print(line, file=sys.stderr)) if rank0 else None
+    try: rows = run_sweep(cfg, axes, out, metrics, args.eval_data, progress=not args.no_progress, log=log)
+    except SweepStopped as e:
+        if rank0: print(f"masklab sweep: {e}", file=sys.stderr)
+        return 143
+    if rank0:
+        figs = sweep_figures(out, plots)
+        print(json.dumps(dict(out=str(out), rows=len(rows), results=str(out/'results.jsonl'), figures=[str(f) for f in figs])))
+    return 0
+
+def add_sweep_parser(sub):
+    "The `sweep` subcommand's arguments"
+    s = sub.add_parser('sweep', help='run and measure a grid of pre-training runs (resumable; also under torchrun)')
+    s.add_argument('--grid', action='append', metavar='KEY=V1,V2', help='one axis of the grid (repeatable), e.g. model.mask_ratio=0.3,0.6')
+    s.add_argument('--metric', action='append', help='knn | linear | fewshot | avg_dist | recon | step_time (repeatable; default knn)')
+    s.add_argument('--eval-data', default='photo_crops', help="what metrics evaluate on (default: held-out photo crops)")
+    s.add_argument('--plot', action='append', metavar='X:Y[:HUE]', help='a figure to draw (repeatable; default: each metric vs the first axis)')
+    s.add_argument('--method', default=None, help="simmim | msn | toy (default: the preset's, else simmim)")
+    s.add_argument('--preset', default='cpu', help=f"one of: {', '.join(PRESETS)}")
+    s.add_argument('--data', default=None, help="photos | digits | mnist | cifar10:ROOT | a folder of images")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument('--epochs', type=float, default=None)
+    g.add_argument('--max-steps', type=int, default=None)
+    s.add_argument('--batch-size', type=int, default=None, help='global batch, over all processes')
+    s.add_argument('--save-every', type=int, default=None, help='steps between checkpoints (a killed run resumes from the last)')
+    s.add_argument('--out', default=None, help='sweep folder (default: sweeps/METHOD-PRESET)')
+    s.add_argument('--device', default=None, help='auto | cpu | cuda | mps')
+    s.add_argument('--set', action='append', metavar='KEY=VALUE', help='override any base config value (repeatable)')
+    s.add_argument('--no-progress', action='store_true', help='no progress bars')
+    s.set_defaults(fn=cmd_sweep, seed=None)
+    return s
+
 # %% ../nbs/11_cli.ipynb #bec6fcd6
 def build_parser() -> argparse.ArgumentParser:
     "The `masklab` argument parser"
@@ -382,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--out', default='reconstructions.png')
     s.set_defaults(fn=cmd_reconstruct)
     add_evaluate_parser(sub)
+    add_sweep_parser(sub)
     return p
 
 def main(argv:list[str]|None=None) -> int:
@@ -393,7 +457,7 @@ def main(argv:list[str]|None=None) -> int:
         print(f"masklab {args.command}: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, TrainingError) else 2
     finally:
-        if args.command == 'pretrain': close_distributed()
+        if args.command in ('pretrain', 'sweep'): close_distributed()
 
 # %% ../nbs/11_cli.ipynb #a62c6f0f
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())

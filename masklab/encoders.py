@@ -86,27 +86,12 @@ def _square_patch(model):
     if ph != pw: raise ValueError(f"patch_size must be square for masklab's encoders, got {(ph, pw)}")
 
 # %% ../nbs/03_encoders.ipynb #6d9a8a2b
-class MaskTokenViT(_Rebuildable, VisionTransformer):
-    "timm's ViT with SimMIM's mask token, swapped in for masked patch embeddings before position embeddings"
-    def __init__(self, timm_name:str='vit_base_patch16_224', # the timm name `to_timm` rebuilds it from (with the same kwargs)
-                 **kwargs): # VisionTransformer arguments
-        kwargs.setdefault('num_classes', 0)
-        super().__init__(**kwargs)
-        _square_patch(self)
-        self._remember(timm_name, kwargs, self.embed_dim)
-
+class _TokenMap:
+    "Mixin for ViT-like encoders (patch tokens after `num_prefix_tokens` prefix tokens): the map SimMIM's head reads"
     @property
     def encoder_stride(self) -> int:
-        "Pixels per cell of `forward_map`'s output"
+        "Pixels per cell of `forward_map`'s output: a ViT's patch size"
         return self.model_patch_size
-
-    def forward_features(self, x:torch.Tensor, mask:torch.Tensor|None=None) -> torch.Tensor:
-        "Tokens after the final norm, (B, prefix + N, D); masked patches enter as the mask token"
-        grid = self.token_grid(x)
-        x = self.patch_embed(x)
-        if mask is not None: x = apply_mask_token(x, check_token_mask(mask, x.shape[0], grid), self.mask_token)
-        x = self.norm_pre(self.patch_drop(self._pos_embed(x)))
-        return self.norm(self.blocks(x))
 
     def forward_map(self, x:torch.Tensor, mask:torch.Tensor|None=None) -> torch.Tensor:
         "Patch tokens as a feature map (B, D, H/p, W/p)"
@@ -117,8 +102,25 @@ class MaskTokenViT(_Rebuildable, VisionTransformer):
     def forward(self, x:torch.Tensor, mask:torch.Tensor|None=None) -> torch.Tensor:
         return self.forward_head(self.forward_features(x, mask))
 
+class MaskTokenViT(_TokenMap, _Rebuildable, VisionTransformer):
+    "timm's ViT with SimMIM's mask token, swapped in for masked patch embeddings before position embeddings"
+    def __init__(self, timm_name:str='vit_base_patch16_224', # the timm name `to_timm` rebuilds it from (with the same kwargs)
+                 **kwargs): # VisionTransformer arguments
+        kwargs.setdefault('num_classes', 0)
+        super().__init__(**kwargs)
+        _square_patch(self)
+        self._remember(timm_name, kwargs, self.embed_dim)
+
+    def forward_features(self, x:torch.Tensor, mask:torch.Tensor|None=None) -> torch.Tensor:
+        "Tokens after the final norm, (B, prefix + N, D); masked patches enter as the mask token"
+        grid = self.token_grid(x)
+        x = self.patch_embed(x)
+        if mask is not None: x = apply_mask_token(x, check_token_mask(mask, x.shape[0], grid), self.mask_token)
+        x = self.norm_pre(self.patch_drop(self._pos_embed(x)))
+        return self.norm(self.blocks(x))
+
 # %% ../nbs/03_encoders.ipynb #4175d947
-class MaskTokenBeit(_Rebuildable, Beit):
+class MaskTokenBeit(_TokenMap, _Rebuildable, Beit):
     "timm's BEiT (layer scale, shared relative position bias) with SimMIM's mask token: the official SimMIM ViT"
     def __init__(self, timm_name:str='beit_base_patch16_224', # the timm name `to_timm` rebuilds it from (with the same kwargs)
                  **kwargs): # Beit arguments
@@ -127,11 +129,6 @@ class MaskTokenBeit(_Rebuildable, Beit):
         super().__init__(**kwargs)
         _square_patch(self)
         self._remember(timm_name, kwargs, self.embed_dim)
-
-    @property
-    def encoder_stride(self) -> int:
-        "Pixels per cell of `forward_map`'s output"
-        return self.model_patch_size
 
     def forward_features(self, x:torch.Tensor, mask:torch.Tensor|None=None) -> torch.Tensor:
         "Tokens after the final norm, (B, 1 + N, D); masked patches enter as the mask token"
@@ -144,14 +141,6 @@ class MaskTokenBeit(_Rebuildable, Beit):
         bias = self.rel_pos_bias() if self.rel_pos_bias is not None else None
         for blk in self.blocks: x = blk(x, shared_rel_pos_bias=bias)
         return self.norm(x)
-
-    def forward_map(self, x:torch.Tensor, mask:torch.Tensor|None=None) -> torch.Tensor:
-        "Patch tokens as a feature map (B, D, H/p, W/p)"
-        h, w = self.token_grid(x)
-        return self.forward_features(x, mask)[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, h, w)
-
-    def forward(self, x:torch.Tensor, mask:torch.Tensor|None=None) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x, mask))
 
 # %% ../nbs/03_encoders.ipynb #6db86cab
 class MaskTokenSwin(_Rebuildable, SwinTransformer):

@@ -271,7 +271,8 @@ class MSN(nn.Module):
         out = msn_loss(z, h, self.prototypes, **self.loss_kw)
         t = out['targets']
         return dict(loss=out['loss'], **{k: out[k].detach() for k in ('ce', 'me_max', 'ent')},
-                    n_protos=torch.tensor(float(t.argmax(dim=1).unique().numel())),  # distinct target prototypes
+                    n_protos=torch.zeros(t.shape[1], device=t.device).index_fill_(0, t.argmax(dim=1), 1.0).sum(),  # distinct
+                    # target prototypes, counted on the device: no host sync in the step (unique() would wait for it)
                     max_target=t.max(dim=1).values.mean())  # how peaked the targets are
 
     def on_step_end(self, step:int, # 0-based index of the optimizer step just taken
@@ -298,46 +299,35 @@ class MSN(nn.Module):
                 dict(params=[self.prototypes], weight_decay=0.0)]
 
 # %% ../nbs/06_prototypes.ipynb #ca6c4527
-def _cosine(step, total, start, end):
-    "Cosine from `start` (step 0) toward `end` (step `total`)"
-    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * min(step / total, 1.0)))
-
 def fit_msn(model:MSN, # the model to train (in place)
-            loader, # yields collate_views batches; `set_epoch(e)` is called on it if it has one
+            ds, # a dataset of (PIL image, label)
+            views, # the per-image view maker, e.g. `MSNViews(...)`
             steps:int, # optimizer steps
+            batch_size:int=32, # images per step
             lr:float=1e-3, # peak learning rate (the same for all groups, prototypes included, as official)
-            warmup:int=0, # linear warmup steps
+            warmup:int=0, # warmup steps (linear from 2e-4, as official)
             weight_decay:tuple=(0.04, 0.4), # cosine from, toward (over 1.25 x the run, as official)
             clip:float=3.0, # gradient norm clip on the encoder (not the prototypes); 0 turns it off
-            probe=None, # called as probe(model, step) every `probe_every` steps; returns a dict of numbers to log
+            seed:int=0, # seeds the data order, the views and the token drops
+            probe=None, # called as probe(model, step) after step 1, every `probe_every` steps and at the end
             probe_every:int=0,
-           ) -> list[dict]: # one dict of logged numbers per step (probe results merged in)
-    "A plain MSN training loop (to be replaced by masklab.train when it lands)"
-    steps, warmup = check_int('steps', steps, 1), check_int('warmup', warmup, 0, steps)
-    lr, clip = check_float('lr', lr, 0.0), check_float('clip', clip, 0.0)
-    opt = torch.optim.AdamW(model.param_groups(weight_decay[0]), lr=lr)
-    history, epoch, horizon = [], 0, 1.25 * steps
-    model.train()
-    while len(history) < steps:
-        if hasattr(loader, 'set_epoch'): loader.set_epoch(epoch)
-        for batch in loader:
-            i = len(history)
-            cur = lr * (i + 1) / warmup if i < warmup else _cosine(i - warmup, horizon - warmup, lr, 1e-6)
-            for g in opt.param_groups: g['lr'] = cur
-            opt.param_groups[0]['weight_decay'] = _cosine(i, horizon, weight_decay[0], weight_decay[1])
-            out = model(batch)
-            opt.zero_grad(set_to_none=True)
-            out['loss'].backward()
-            if clip: nn.utils.clip_grad_norm_(model.clip_parameters(), clip)
-            opt.step()
-            rec = {k: float(v.detach()) for k, v in out.items()}
-            rec.update(step=i, lr=cur, momentum=model.on_step_end(i, steps))
-            if probe is not None and probe_every and (i % probe_every == 0 or i == steps - 1):
-                model.eval(); rec.update(probe(model, i)); model.train()
-            history.append(rec)
-            if len(history) >= steps: break
-        epoch += 1
-    return history
+            device:str='cpu', # 'auto' would pick a GPU when there is one
+           ) -> list[dict]: # the trainer's record of every step (step, loss, lr, ce, me_max, ...), probes merged in
+    "Train an MSN model with masklab's `Trainer` (the step `masklab pretrain` takes), probing it between sessions"
+    from masklab.train import Trainer
+    steps, probe_every = check_int('steps', steps, 1), check_int('probe_every', probe_every, 0)
+    warmup, clip = check_int('warmup', warmup, 0, steps), check_float('clip', clip, 0.0)
+    if len(weight_decay) != 2: raise ValueError(f"weight_decay must be (start, end), got {weight_decay!r}")
+    trainer = Trainer(model, ds, views, batch_size=batch_size, max_steps=steps, seed=seed, device=device,
+                      log_every=1, progress=False, optim=dict(clip_grad=clip or None),
+                      schedule=dict(name='msn', lr=lr, warmup_steps=warmup, weight_decay=weight_decay[0],
+                                    final_weight_decay=weight_decay[1]))
+    probing = probe is not None and probe_every > 0
+    for stop in (sorted({1, steps, *range(probe_every, steps, probe_every)}) if probing else [steps]):
+        trainer.fit(until=stop)
+        if probing:
+            model.eval(); trainer.history[-1].update(probe(model, stop)); model.train()
+    return trainer.history
 
 # %% ../nbs/06_prototypes.ipynb #a136b8fd
 def effective_rank(x:torch.Tensor, # (N, D) features
@@ -400,20 +390,19 @@ def small_msn_run(steps:int, # optimizer steps
                   **kwargs, # overrides of DEMO's entries, or MSN arguments (me_max_weight, T, use_sinkhorn, ...)
                  ) -> tuple[MSN, list[dict]]: # the trained model and its history
     "Train a tiny MSN on crops of the bundled photos, CPU-sized (DEMO holds the sizes)"
-    from masklab.data import photo_crops, MSNViews, make_loader
+    from masklab.data import photo_crops, MSNViews
     from masklab.encoders import create_encoder
     from masklab.core import seed_everything
     cfg = {**DEMO, **kwargs}
     seed_everything(seed)
     data = photo_crops(cfg['n_per_photo'], cfg['crop_size'], seed=0)
     views = MSNViews(cfg['rand_size'], cfg['focal_size'], 1, cfg['focal_views'])
-    loader = make_loader(data, views, batch_size=cfg['batch_size'], seed=seed)
     held_out = center_images(photo_crops(8, cfg['crop_size'], seed=1), cfg['rand_size'])
     msn_kw = {k: v for k, v in cfg.items() if k not in DEMO or k in _MSN_KEYS}
     model = MSN(create_encoder(cfg['encoder']), **msn_kw)
     probe = (lambda m, step: collapse_stats(m, *held_out)) if probe_every else None
-    history = fit_msn(model, loader, steps, lr=cfg['lr'], warmup=min(cfg['warmup'], steps // 2), probe=probe,
-                      probe_every=probe_every)
+    history = fit_msn(model, data, views, steps, cfg['batch_size'], lr=cfg['lr'], warmup=min(cfg['warmup'], steps // 2),
+                      seed=seed, probe=probe, probe_every=probe_every)
     return model, history
 
 # %% ../nbs/06_prototypes.ipynb #8b11ed41
@@ -500,7 +489,8 @@ class PrototypeExplorer:
         self.used = [int(i) for i in counts.argsort(descending=True) if counts[i] > 0]  # most used first
         self.proto = W.Dropdown(options=self.used, value=self.used[0], description='prototype')
         self.image = W.IntSlider(value=0, min=0, max=len(images) - 1, description='image', continuous_update=False)
-        self.widget = W.interactive(self.render, proto=self.proto, image=self.image)
+        # auto_display shows the returned Figure in the widget's output; without it interactive only keeps it in .result
+        self.widget = W.interactive(self.render, {'auto_display': True}, proto=self.proto, image=self.image)
 
     def render(self, proto:int, image:int) -> Figure:
         "The figure for one setting of the controls"
@@ -588,7 +578,8 @@ class SharpeningExplorer:
         self.tau = W.FloatLogSlider(value=tau, base=10, min=-2, max=0, step=0.05, description='tau', continuous_update=False)
         self.T = W.FloatLogSlider(value=T, base=10, min=-2, max=0, step=0.05, description='T', continuous_update=False)
         self.image = W.IntSlider(value=0, min=0, max=len(images) - 1, description='image', continuous_update=False)
-        self.widget = W.interactive(self.render, image=self.image, tau=self.tau, T=self.T)
+        # auto_display shows the returned Figure in the widget's output; without it interactive only keeps it in .result
+        self.widget = W.interactive(self.render, {'auto_display': True}, image=self.image, tau=self.tau, T=self.T)
 
     def render(self, image:int, tau:float, T:float) -> Figure:
         "The figure for one setting of the controls"

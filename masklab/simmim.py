@@ -23,9 +23,9 @@ from .encoders import create_encoder, check_token_mask, _Rebuildable
 
 # %% auto #0
 __all__ = ['LOSS_ON', 'HEADS', 'DEMO_CONFIG', 'SimMIMHead', 'norm_targets', 'simmim_loss', 'MLPHead', 'TransformerHead', 'SimMIM',
-           'param_groups', 'cosine_lr', 'train_simmim', 'demo_checkpoint_path', 'build_simmim', 'save_simmim',
-           'load_simmim', 'train_demo_checkpoint', 'reconstruction_errors', 'input_size', 'unit_sizes',
-           'render_reconstruction', 'reconstruction_grid', 'ReconstructionExplorer']
+           'train_simmim', 'demo_checkpoint_path', 'build_simmim', 'save_simmim', 'load_simmim',
+           'train_demo_checkpoint', 'reconstruction_errors', 'input_size', 'unit_sizes', 'render_reconstruction',
+           'reconstruction_grid', 'ReconstructionExplorer']
 
 # %% ../nbs/04_light_head.ipynb #739b1ea9
 class _PixelHead(nn.Module):
@@ -192,49 +192,28 @@ class SimMIM(nn.Module):
         return dict(loss=loss)
 
 # %% ../nbs/04_light_head.ipynb #5d81377c
-_NO_DECAY_NAMES = ('pos_embed', 'cls_token', 'mask_token', 'relative_position_bias_table')
-
-def param_groups(model:nn.Module, weight_decay:float=0.05) -> list[dict]:
-    "AdamW parameter groups: no weight decay for biases, norms, position embeddings, [CLS] and mask tokens"
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad: continue
-        skip = p.ndim <= 1 or n.endswith('.bias') or any(k in n for k in _NO_DECAY_NAMES)
-        (no_decay if skip else decay).append(p)
-    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
-
-def cosine_lr(step:int, total:int, lr:float, warmup:int=0, min_lr:float=1e-6) -> float:
-    "Linear warmup to `lr`, then cosine decay to `min_lr`"
-    if step < warmup: return lr * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
-
 def train_simmim(model:nn.Module, # a SimMIM (or any method whose forward(batch) returns dict(loss=...))
-                 loader, # yields batch dicts; `set_epoch(e)` is called on it if it has one
+                 ds, # a dataset of (PIL image, label)
                  steps:int, # optimizer steps
-                 lr:float=1.5e-3, weight_decay:float=0.05, warmup:int=0, clip:float=5.0,
-                 device='cpu', log_every:int=0, # print the loss every this many steps (0: never)
+                 batch_size:int=64, # images per step
+                 transform=None, # the per-image view; None: `simmim_transform(64)`
+                 lr:float=1.5e-3, weight_decay:float=0.05,
+                 warmup:int=0, # linear warmup steps
+                 clip:float=5.0, # gradient norm clip (0: off)
+                 seed:int=0, # seeds the data order, the views and the masks
+                 device:str='cpu', # 'auto' would pick a GPU when there is one
+                 progress:bool=False, # a progress bar with the loss
                 ) -> list[float]: # the loss of every step
-    "A plain SimMIM training loop (to be replaced by masklab.train)"
-    steps = check_int('steps', steps, 1)
-    model.to(device).train()
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
-    losses, epoch = [], 0
-    while len(losses) < steps:
-        if hasattr(loader, 'set_epoch'): loader.set_epoch(epoch)
-        for batch in loader:
-            for g in opt.param_groups: g['lr'] = cosine_lr(len(losses), steps, lr, warmup)
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            loss = model(batch)['loss']
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip: nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            losses.append(loss.item())
-            if log_every and len(losses) % log_every == 0: print(f"step {len(losses)}: loss {np.mean(losses[-log_every:]):.4f}")
-            if len(losses) >= steps: break
-        epoch += 1
-    return losses
+    "Train a SimMIM model with masklab's `Trainer` (the step `masklab pretrain` takes); returns the losses"
+    from masklab.train import Trainer
+    from masklab.data import simmim_transform
+    steps, warmup, clip = check_int('steps', steps, 1), check_int('warmup', warmup, 0, steps), check_float('clip', clip, 0.0)
+    trainer = Trainer(model, ds, transform if transform is not None else simmim_transform(64), batch_size=batch_size,
+                      max_steps=steps, seed=seed, device=device, log_every=1, progress=progress,
+                      optim=dict(clip_grad=clip or None),
+                      schedule=dict(name='cosine', lr=lr, warmup_steps=warmup, weight_decay=weight_decay, min_lr=1e-6))
+    trainer.fit()
+    return [r['loss'] for r in trainer.history]
 
 # %% ../nbs/04_light_head.ipynb #ed34249f
 DEMO_CONFIG = dict(
@@ -280,19 +259,19 @@ def load_simmim(path=None, # a file written by `save_simmim`; None: the shipped 
 
 def train_demo_checkpoint(path=None, # where to write it; None: the package's assets folder
                           steps:int|None=None, # override DEMO_CONFIG['steps'] (for a quick check)
-                          log_every:int=100,
+                          progress:bool=True, # a progress bar with the loss
                          ) -> dict:
     "Train the demo SimMIM of `DEMO_CONFIG` on CPU from scratch and save it; returns losses and seconds"
-    from masklab.data import photo_crops, simmim_transform, make_loader
+    from masklab.data import photo_crops, simmim_transform
     cfg = dict(DEMO_CONFIG, steps=check_int('steps', steps, 1) if steps is not None else DEMO_CONFIG['steps'])
     seed_everything(cfg['seed'])
     d = cfg['data']
     ds = photo_crops(n_per_photo=d['n_per_photo'], size=d['size'], seed=d['seed'])
-    loader = make_loader(ds, simmim_transform(cfg['img_size']), batch_size=cfg['batch_size'], seed=cfg['seed'])
     model = build_simmim(cfg)
     t = time.perf_counter()
-    losses = train_simmim(model, loader, cfg['steps'], lr=cfg['lr'], weight_decay=cfg['weight_decay'],
-                          warmup=min(cfg['warmup'], cfg['steps'] // 2), log_every=log_every)
+    losses = train_simmim(model, ds, cfg['steps'], cfg['batch_size'], simmim_transform(cfg['img_size']), lr=cfg['lr'],
+                          weight_decay=cfg['weight_decay'], warmup=min(cfg['warmup'], cfg['steps'] // 2), seed=cfg['seed'],
+                          progress=progress)
     seconds = time.perf_counter() - t
     path = Path(path) if path is not None else demo_checkpoint_path()
     save_simmim(model.eval(), path, dict(cfg, final_loss=float(np.mean(losses[-50:])), train_seconds=round(seconds)))
@@ -397,7 +376,8 @@ class ReconstructionExplorer:
         self.unit = W.Dropdown(options=unit_sizes(self.model), value=self.model.mask_patch_size, description='unit (px)')
         self.seed = W.IntSlider(value=check_int('seed', seed, 0), min=0, max=99, description='seed',
                                 continuous_update=False)
-        self.widget = W.interactive(self.render, image=self.image, mask_ratio=self.ratio, mask_patch_size=self.unit,
+        # auto_display shows the returned Figure in the widget's output; without it interactive only keeps it in .result
+        self.widget = W.interactive(self.render, {'auto_display': True}, image=self.image, mask_ratio=self.ratio, mask_patch_size=self.unit,
                                     seed=self.seed)
 
     def render(self, image:str, mask_ratio:float, mask_patch_size:int, seed:int) -> Figure:

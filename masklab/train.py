@@ -62,6 +62,14 @@ def init_distributed(device='auto', # 'auto' | 'cpu' | 'cuda' | 'mps'; under tor
     backend = 'nccl' if dev.type == 'cuda' else 'gloo'
     if not dist.is_initialized():
         kw = dict(device_id=dev) if dev.type == 'cuda' else {}
+        restart = os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')
+        if restart != '0' and os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True':
+            # torchrun --max-restarts keeps its store across restarts, and torch adds no per-attempt prefix: the new
+            # group can read the dead group's addresses (gloo: "connectFullMesh ... Connection refused", or a hang)
+            from datetime import timedelta
+            base = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), world, is_master=False,
+                                 timeout=timedelta(minutes=30))
+            kw['store'] = dist.PrefixStore(f"masklab/attempt_{restart}", base)
         dist.init_process_group(backend, rank=rank, world_size=world, **kw)
     return DistEnv(dist.get_rank(), local, dist.get_world_size(), dev, backend)
 
@@ -204,7 +212,9 @@ class Schedule:
         cfg = {**default_schedule(cfg.get('name', 'cosine')), **cfg}
         self.cfg, self.name = cfg, check_choice('schedule name', cfg['name'], SCHEDULES)
         self.spe, self.total = check_int('steps_per_epoch', steps_per_epoch, 1), check_int('total_steps', total_steps, 1)
-        self.warmup = min(int(check_float('warmup_epochs', cfg.get('warmup_epochs', 0), 0) * self.spe), self.total)
+        ws = cfg.get('warmup_steps')  # a step count wins over warmup_epochs (lessons count in steps)
+        self.warmup = min(check_int('warmup_steps', ws, 0) if ws is not None else
+                          int(check_float('warmup_epochs', cfg.get('warmup_epochs', 0), 0) * self.spe), self.total)
         self.lr, self.wd = check_float('lr', cfg['lr'], 0), check_float('weight_decay', cfg['weight_decay'], 0)
         ema = cfg.get('ema', (0.996, 1.0))
         self.ema = (check_float('ema start', ema[0], 0, 1), check_float('ema end', ema[1], 0, 1))
@@ -406,7 +416,7 @@ class Trainer:
                  max_steps:int|None=None, # ... or in optimizer steps (wins when both are given)
                  accum_steps:int=1, # forward/backward passes per optimizer step
                  schedule:dict|None=None, # a `Schedule` config (name, lr, weight_decay, ...); None: constant 1e-3
-                 optim:dict|None=None, # betas, eps, clip_grad, no_decay keywords, use_model_list
+                 optim:dict|None=None, # betas, eps, clip_grad, no_decay keywords, use_model_list, fused (None: on CPU and CUDA)
                  precision:str='auto', # 'auto' (bf16 on CUDA, fp32 elsewhere) | 'fp32' | 'bf16' | 'fp16'
                  device:str='auto', # 'auto' | 'cpu' | 'cuda' | 'mps'
                  seed:int=0,
@@ -417,11 +427,13 @@ class Trainer:
                  num_workers:int=0, # DataLoader workers per process
                  progress:bool=True, # a tqdm bar on rank 0
                  config:dict|None=None, # the resolved config to store in checkpoints
+                 skip_nonfinite:int=0, # skip up to this many non-finite steps in a row (no update), then stop
                 ):
         self.batch_size, self.accum = check_int('batch_size', batch_size, 1), check_int('accum_steps', accum_steps, 1)
         self.seed, self.log_every = check_int('seed', seed, 0), check_int('log_every', log_every, 1)
         self.save_every, self.keep = check_int('save_every', save_every, 0), check_int('keep_checkpoints', keep_checkpoints, 1)
         self.num_workers = check_int('num_workers', num_workers, 0)
+        self.skip_nonfinite, self.nonfinite_skipped, self._nonfinite_run = check_int('skip_nonfinite', skip_nonfinite, 0), 0, 0
         self.precision = check_choice('precision', precision, ('auto', 'fp32', 'bf16', 'fp16'))
         if epochs is None and max_steps is None: raise ValueError("give epochs or max_steps")
         if epochs is not None: epochs = check_float('epochs', epochs, 0)
@@ -455,13 +467,18 @@ class Trainer:
         self.module.train()
         self.opt = torch.optim.AdamW(param_groups(self.module, self.sched.wd, self.optim_cfg['keywords'],
                                                   self.optim_cfg['use_model_list']),
-                                     lr=self.sched.lr, betas=tuple(self.optim_cfg['betas']), eps=self.optim_cfg['eps'])
+                                     lr=self.sched.lr, betas=tuple(self.optim_cfg['betas']), eps=self.optim_cfg['eps'],
+                                     fused=self._fused(dev))
         self.scaler = torch.amp.GradScaler('cuda') if self.precision == 'fp16' else None
         self.model = self.module
         if self.env.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
             self.model = DDP(self.module, device_ids=[dev.index] if dev.type == 'cuda' else None)
         self.step, self.stopped, self.history = 0, None, []
+    def _fused(self, dev) -> bool|None:
+        "torch's fused AdamW (one kernel over all parameters; bench/RESULTS.md measures it) where it runs: CPU, CUDA"
+        f = self.optim_cfg.get('fused')
+        return (dev.type in ('cpu', 'cuda')) if f is None else (bool(f) or None)
 
 # %% ../nbs/08_train.ipynb #3edd9800
 def _loader(self:Trainer, epoch:int, skip_steps:int=0) -> DataLoader:
@@ -501,13 +518,13 @@ def save_checkpoint(self:Trainer) -> Path|None:
 
 def load_checkpoint(self:Trainer, path) -> int:
     "Restore model, optimizer, scaler, RNGs and step from a checkpoint; returns the step"
+    from masklab.checkpoints import load_into  # one mismatch report for every loader (late: checkpoints imports train)
     tensors, meta = load_state(path)
     if meta.get('format') != FORMAT: raise ValueError(f"{str(path)!r} is not a masklab training checkpoint")
+    load_into(self.module, (tensors, meta), prefix='model.', method=self.config.get('method'), name=repr(str(path)))
     if meta['batch_size'] != self.batch_size or meta['total_steps'] != self.total_steps:
         raise ValueError(f"{str(path)!r} was saved by a run with batch size {meta['batch_size']} and "
                          f"{meta['total_steps']} steps; this run has {self.batch_size} and {self.total_steps}")
-    sd = {k[6:]: v for k, v in tensors.items() if k.startswith('model.')}
-    self.module.load_state_dict(sd, strict=True)
     optimizer_from_state(self.opt, tensors, meta['optim'])
     if self.scaler and meta.get('scaler'): self.scaler.load_state_dict(meta['scaler'])
     rng_from_state(tensors, meta['rng'])
@@ -538,6 +555,8 @@ def train_step(self:Trainer, it:Iterator) -> dict:
     amp = (torch.autocast(dev.type, dtype=torch.bfloat16 if self.precision == 'bf16' else torch.float16)
            if self.precision in ('bf16', 'fp16') else nullcontext())
     loss_sum, logs = 0.0, {}
+    # a skipped step must leave no trace: keep the buffers (BatchNorm statistics) its forward passes move
+    saved = [(b, b.detach().clone()) for b in self.module.buffers()] if self.skip_nonfinite else []
     for k in range(self.accum):
         batch = _to(next(it), dev)
         sync = nullcontext() if (not self.env.distributed or k == self.accum - 1) else self.model.no_sync()
@@ -557,9 +576,24 @@ def train_step(self:Trainer, it:Iterator) -> dict:
     stats = stats.tolist()
     loss_value, stop = stats[0], stats[1] > 0
     if not math.isfinite(loss_value):
-        raise TrainingError(f"the loss is {loss_value} at step {self.step} (epoch {self.step // self.steps_per_epoch}); "
-                            "stopped before updating the weights. Lower the learning rate or check the data; "
-                            "the last checkpoint is untouched")
+        bad = [k for i, k in enumerate(keys) if not math.isfinite(stats[2 + i])]
+        terms = f"non-finite terms: {', '.join(['loss'] + bad)}"
+        self._nonfinite_run += 1
+        if self._nonfinite_run > self.skip_nonfinite:
+            skipped = f"; {self._nonfinite_run - 1} step(s) in a row skipped before it (skip_nonfinite={self.skip_nonfinite})" if self.skip_nonfinite else ""
+            raise TrainingError(f"the loss is {loss_value} at step {self.step} (epoch {self.step // self.steps_per_epoch}; "
+                                f"{terms}){skipped}; stopped before updating the weights. Lower the learning rate or "
+                                "check the data; the last checkpoint is untouched")
+        self.opt.zero_grad(set_to_none=True)  # skip: no update, no EMA move; the data moves on
+        with torch.no_grad():
+            for b, old in saved: b.copy_(old)
+        if self.scaler: self.scaler.update()
+        self.nonfinite_skipped += 1
+        self.step += 1
+        if stop: self.stopped = 'SIGTERM'
+        return dict(step=self.step, epoch=round(self.step / self.steps_per_epoch, 4), loss=loss_value, lr=v['lr'],
+                    weight_decay=v['weight_decay'], skipped=f"non-finite ({terms})")
+    self._nonfinite_run = 0
     if self.scaler: self.scaler.unscale_(self.opt)
     clip, gnorm = self.optim_cfg.get('clip_grad'), None
     if clip:
@@ -763,7 +797,7 @@ def default_config(method:str='toy') -> dict:
                 schedule=dict(name='cosine', lr=1e-3, weight_decay=0.05, warmup_epochs=0.0, warmup_lr=0.0, min_lr=0.0),
                 optim=dict(betas=[0.9, 0.999], eps=1e-8, clip_grad=5.0, keywords=list(NO_DECAY_KEYWORDS),
                            use_model_list=True),
-                lr_scaling=None, log_every=10, save_every=0, keep_checkpoints=2, num_workers=0,
+                lr_scaling=None, log_every=10, save_every=0, keep_checkpoints=2, num_workers=0, skip_nonfinite=0,
                 eval=dict(knn=True, k=20))
 
 def resolve_lr(cfg:dict) -> dict:
@@ -811,7 +845,8 @@ def pretrain(config:dict, # a config like `default_config(...)`, fully resolved
                  max_steps=cfg['max_steps'], accum_steps=cfg['accum_steps'], schedule=cfg['schedule'],
                  optim=cfg['optim'], precision=cfg['precision'], device=cfg['device'], seed=cfg['seed'], out=out,
                  log_every=cfg['log_every'], save_every=cfg['save_every'], keep_checkpoints=cfg['keep_checkpoints'],
-                 num_workers=cfg['num_workers'], progress=progress, config=cfg)
+                 num_workers=cfg['num_workers'], progress=progress, config=cfg,
+                 skip_nonfinite=cfg.get('skip_nonfinite', 0))
     knn = cfg['eval'].get('knn') and tr.env.is_main and hasattr(ds, 'labels')
     before = knn_accuracy(*embed_dataset(tr.module, ds, cfg['img_size'], device=tr.env.device), k=min(cfg['eval']['k'], len(ds) - 1)) if knn and not resume else None
     summary = dict(method=cfg['method'], data=cfg['data'], out=str(out), **tr.fit(resume))

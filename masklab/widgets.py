@@ -48,7 +48,8 @@ class MaskExplorer:
                                    continuous_update=False)
         self.seed = W.IntSlider(value=check_int('seed', seed, 0), min=0, max=99, description='seed',
                                 continuous_update=False)
-        self.widget = W.interactive(self.render, strategy=self.strategy, mask_patch_size=self.unit,
+        # auto_display shows the returned Figure in the widget's output; without it interactive only keeps it in .result
+        self.widget = W.interactive(self.render, {'auto_display': True}, strategy=self.strategy, mask_patch_size=self.unit,
                                     mask_ratio=self.ratio, seed=self.seed)
 
     def render(self, strategy:str, mask_patch_size:int, mask_ratio:float, seed:int) -> Figure:

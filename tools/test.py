@@ -4,7 +4,8 @@
 1. notebooks and `masklab/` are in sync: `nbdev-export` and `nbdev-clean` change no file;
 2. README.md matches nbs/index.ipynb (`tools/readme.py --check`);
 3. every notebook runs under `nbdev-test` (IN_TEST=1; `#| slow` and `#| gpu` cells skipped unless `--flags`);
-4. `pytest tests/`.
+4. the docs build offline from the committed notebooks and every page checks out (`tools/build_docs.py`);
+5. `pytest tests/` (with the notebook hygiene checks and the real-browser widget tests).
 It ends with one line, `masklab tests: N passed, N failed`, counting checks, notebooks and pytest tests.
 """
 import argparse, hashlib, os, re, subprocess, sys, time
@@ -61,6 +62,10 @@ def main(argv=None):
         passed += len(nbs) - len(bad & {p.name for p in nbs}); failed += len(bad)
         failures += sorted(bad)
         print(f"notebooks: {len(nbs) - len(bad)} passed, {len(bad)} failed ({time.perf_counter()-t:.0f}s)")
+
+    t = step("docs: offline HTML build of the notebooks and its check (tools/build_docs.py)")
+    if subprocess.run([sys.executable, str(ROOT/'tools'/'build_docs.py')]).returncode == 0: passed += 1
+    else: failed += 1; failures.append('docs')
 
     t = step("pytest tests/")
     junit = ROOT/'.pytest_cache'/'junit.xml'
