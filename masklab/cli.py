@@ -11,16 +11,16 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from . import __version__
 from .core import show_images, check_int, check_float, check_choice
-from .data import photos, PHOTO_NAMES, BUNDLED, MSNViews, simmim_transform, Views, _read_image
+from .data import photos, PHOTO_NAMES, BUNDLED, check_data, MSNViews, simmim_transform, Views, _read_image
 from .masking import STRATEGIES, mask_grid, make_mask, avg_dist, upsample_mask
 from .sweep import set_key
 from .train import default_config, pretrain, TrainingError, METHODS, close_distributed
 
 # %% auto #0
-__all__ = ['PRESETS', 'load_image', 'cmd_data', 'check_out', 'cmd_views', 'mask_settings', 'cmd_masks', 'apply_set',
-           'resolve_config', 'cmd_pretrain', 'add_pretrain_parser', 'load_simmim_checkpoint', 'cmd_reconstruct',
-           'load_eval_model', 'format_result', 'cmd_evaluate', 'add_evaluate_parser', 'parse_grid', 'cmd_sweep',
-           'add_sweep_parser', 'build_parser', 'main']
+__all__ = ['PRESETS', 'load_image', 'cmd_data', 'check_out', 'check_out_dir', 'cmd_views', 'mask_settings', 'cmd_masks',
+           'apply_set', 'resolve_config', 'cmd_pretrain', 'add_pretrain_parser', 'load_simmim_checkpoint',
+           'cmd_reconstruct', 'load_eval_model', 'format_result', 'cmd_evaluate', 'add_evaluate_parser', 'parse_grid',
+           'cmd_sweep', 'add_sweep_parser', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #60b2b313
 def load_image(spec:str):
@@ -51,6 +51,18 @@ def check_out(out) -> Path:
     if not out.parent.is_dir(): raise ValueError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
     return out
 
+def check_out_dir(out:str|None, # the --out given, or None
+                  default:str, # the folder used when --out is not given
+                 ) -> Path:
+    "Check an `--out` run or sweep folder before any work: not empty, not a file, made inside a writable folder"
+    if out is not None and not str(out).strip(): raise ValueError("--out must not be empty (leave it out for the default)")
+    path = Path(out if out is not None else default).expanduser()
+    if path.exists() and not path.is_dir(): raise ValueError(f"--out {str(path)!r} exists and is not a folder")
+    first = next(p for p in [path, *path.parents] if p.exists())  # the folder it is (or will be made) in
+    if not first.is_dir(): raise ValueError(f"--out {str(path)!r}: {str(first)!r} is not a folder")
+    if not os.access(first, os.W_OK | os.X_OK): raise ValueError(f"--out {str(path)!r}: {str(first)!r} is not writable")
+    return path
+
 def _save(fig, out:Path) -> Path:
     fig.savefig(out, dpi=100, bbox_inches='tight')
     plt.close(fig)
@@ -58,13 +70,14 @@ def _save(fig, out:Path) -> Path:
 
 def cmd_views(args) -> int:
     "Draw `--n` augmented views of an image for `--method` to `--out`"
-    n, out = check_int('--n', args.n, 1, 64), check_out(args.out)
+    n, size, out = check_int('--n', args.n, 1, 64), check_int('--size', args.size, 8), check_out(args.out)
+    check_int('--seed', args.seed, 0)
     img = load_image(args.image)
     if args.method == 'msn':
         vs = Views([(img, 0)], MSNViews(), seed=args.seed)[0][0]
         titles = ['target', 'anchor'] + [f'focal {i}' for i in range(len(vs) - 2)]
     else:
-        vw = Views([(img, 0)] * n, simmim_transform(args.size), seed=args.seed)
+        vw = Views([(img, 0)] * n, simmim_transform(size), seed=args.seed)
         vs, titles = [vw[i][0] for i in range(n)], [f'view {i}' for i in range(n)]
     fig = show_images(vs, titles, ncols=6, size=1.8, denorm=True, suptitle=f"{args.method} views of {args.image}")
     print(_save(fig, out))
@@ -81,6 +94,9 @@ def mask_settings(strategies, unit:int|None, ratio:float, seed:int, input_size:i
 def cmd_masks(args) -> int:
     "Draw masks of `--image` for each `--strategy` to `--out` and print their AvgDist"
     out = check_out(args.out)
+    if args.unit is not None: check_int('--unit', args.unit, 1)  # 0 would read as 'the usual unit'
+    check_float('--ratio', args.ratio, 0.0, 1.0), check_int('--input-size', args.input_size, 1)
+    check_int('--model-patch', args.model_patch, 1), check_int('--seed', args.seed, 0)
     settings = mask_settings(args.strategy or STRATEGIES, args.unit, args.ratio, args.seed, args.input_size,
                              args.model_patch)
     report = {}
@@ -181,7 +197,7 @@ def resolve_config(args) -> tuple[dict, Path, bool]:
     for item in args.set or []: apply_set(cfg, item)
     if cfg['data'] is None:
         raise ValueError(f"--preset {preset!r} needs --data (an ImageNet-style folder of training images)")
-    out = Path(args.out or f"runs/{method}-{preset}").expanduser()
+    out = check_out_dir(args.out, f"runs/{method}-{preset}")
     restart = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') or 0)
     if not args.resume and restart > 0 and list((out/'checkpoints').glob('step-*.safetensors')):
         args.resume = True  # torchrun --max-restarts started this worker group again: continue the run
@@ -255,7 +271,7 @@ def cmd_reconstruct(args) -> int:
     "Draw SimMIM reconstructions of each `--image` to `--out`"
     from masklab.simmim import reconstruction_grid, unit_sizes
     out = check_out(args.out)
-    ratio = check_float('--ratio', args.ratio, 0.0, 1.0)
+    ratio, _ = check_float('--ratio', args.ratio, 0.0, 1.0), check_int('--seed', args.seed, 0)
     model = load_simmim_checkpoint(args.checkpoint)
     if args.unit is not None and args.unit not in unit_sizes(model):
         raise ValueError(f"--unit {args.unit} does not fit this model; allowed: {', '.join(map(str, unit_sizes(model)))}")
@@ -316,6 +332,7 @@ def cmd_evaluate(args) -> int:
     if args.batch_size is not None: check_int('--batch-size', args.batch_size, 2)
     if args.block is not None: check_int('--block', args.block, 1)
     if args.img_size is not None: check_int('--img-size', args.img_size, 8)
+    check_int('--seed', args.seed, 0), check_choice('--device', args.device, ('auto', 'cpu', 'cuda', 'mps'))
     model = load_eval_model(args.checkpoint)
     res = evaluate(model, args.data, args.protocol, img_size=args.img_size, block=args.block, k=k, epochs=epochs,
                    lr=lr, recipe=args.recipe, batch_size=args.batch_size, shots=shots, seed=args.seed,
@@ -372,9 +389,12 @@ def cmd_sweep(args) -> int:
     plots = [_parse_plot(p) for p in args.plot or []] or None
     metrics = args.metric or ['knn']
     for m in metrics: check_choice('--metric', m, tuple(METRICS))
+    if args.eval_data != 'photo_crops':  # fail before any training, naming the option
+        try: check_data(args.eval_data)
+        except ValueError as e: raise ValueError(f"--eval-data: {e}") from None
     args.resume = False
     cfg, _, _ = resolve_config(args)
-    out = Path(args.out or f"sweeps/{cfg['method']}-{args.preset}").expanduser()
+    out = check_out_dir(args.out, f"sweeps/{cfg['method']}-{args.preset}")
     rank0 = int(os.environ.get('RANK', '0')) == 0
     log = (lambda line: print(line, file=sys.stderr)) if rank0 else None
     try: rows = run_sweep(cfg, axes, out, metrics, args.eval_data, progress=not args.no_progress, log=log)
@@ -452,10 +472,11 @@ def main(argv:list[str]|None=None) -> int:
     "Run the `masklab` command line; returns the exit code"
     args = build_parser().parse_args(argv)
     try: return args.fn(args)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, TrainingError) as e:
+    except (ValueError, TypeError, OSError, TrainingError) as e:
         if args.debug: raise
         print(f"masklab {args.command}: error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, TrainingError) else 2
+        # 2: the input was wrong (fix the command); 1: the run failed (a non-finite loss, a full disk, ...)
+        return 2 if isinstance(e, (ValueError, TypeError, FileNotFoundError, PermissionError)) else 1
     finally:
         if args.command in ('pretrain', 'sweep'): close_distributed()
 

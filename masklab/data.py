@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'PHOTO_NAMES', 'BUNDLED', 'to_rgb', 'ImageDataset', 'photos', 'photo_crops', 'digits', 'mnist',
-           'ImageFolderDataset', 'tv_dataset', 'get_dataset', 'simmim_transform', 'RandomGaussianBlur', 'msn_view',
-           'MSNViews', 'Views', 'collate_views', 'EpochSampler', 'make_loader']
+           'ImageFolderDataset', 'tv_dataset', 'check_data', 'get_dataset', 'simmim_transform', 'RandomGaussianBlur',
+           'msn_view', 'MSNViews', 'Views', 'collate_views', 'EpochSampler', 'make_loader']
 
 # %% ../nbs/01_data.ipynb #117b27ca
 def to_rgb(img) -> Image.Image:
@@ -185,17 +185,23 @@ def tv_dataset(name:str, # 'cifar10', 'cifar100' or 'stl10'
 # %% ../nbs/01_data.ipynb #304ded9e
 BUNDLED = {'photos': lambda: photo_crops(), 'digits': digits, 'mnist': mnist}
 
+def check_data(spec) -> str:
+    "Check a dataset spec without loading anything (a bundled name, NAME:ROOT of a torchvision set, or a folder)"
+    if not isinstance(spec, (str, Path)): raise TypeError(f"data must be a name or a folder path, got {spec!r}")
+    spec = str(spec)
+    name, _, root = spec.partition(':')
+    if spec in BUNDLED or (name in _TV and root) or Path(spec).expanduser().is_dir(): return spec
+    raise ValueError(f"data {spec!r} is neither a bundled set ({', '.join(BUNDLED)}), a torchvision set "
+                     f"({', '.join(k + ':ROOT' for k in _TV)}) nor an existing folder")
+
 def get_dataset(spec:str, # 'photos' | 'digits' | 'mnist' | 'cifar10:ROOT' | 'cifar100:ROOT' | 'stl10:ROOT' | a folder
                 split:str='train', download:bool=False) -> Dataset:
     "Resolve a dataset name or folder to a dataset of (RGB PIL image, label)"
-    if not isinstance(spec, (str, Path)): raise TypeError(f"data must be a name or a folder path, got {spec!r}")
-    spec = str(spec)
+    spec = check_data(spec)
     if spec in BUNDLED: return BUNDLED[spec]()
     name, _, root = spec.partition(':')
     if name in _TV and root: return tv_dataset(name, root, split, download)
-    if Path(spec).expanduser().is_dir(): return ImageFolderDataset(spec)
-    raise ValueError(f"data {spec!r} is neither a bundled set ({', '.join(BUNDLED)}), a torchvision set "
-                     f"({', '.join(k + ':ROOT' for k in _TV)}) nor an existing folder")
+    return ImageFolderDataset(spec)
 
 # %% ../nbs/01_data.ipynb #a28c0313
 def simmim_transform(img_size:int=192, # output side (192 for Swin, 224 for ViT)

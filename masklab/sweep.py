@@ -17,6 +17,7 @@ import torch.distributed as dist
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from .core import check_int, check_float, check_choice, get_device
+from .data import check_data
 from .train import atomic_write, build_method, checkpoints, default_config, load_run, pretrain
 
 # %% auto #0
@@ -229,6 +230,8 @@ def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset);
         cfg = json.loads(json.dumps(base))
         for k, v in p.items(): set_key(cfg, k, v)
         cfgs.append(cfg)
+    for cfg in cfgs:  # a bad data spec fails here, before the sweep folder is made
+        if isinstance(cfg.get('data'), (str, Path)): check_data(cfg['data'])
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir(): raise ValueError(f"out {str(out)!r} exists and is not a folder")
     spec = dict(base=json.loads(json.dumps(base)), metrics=metrics, eval_data=str(eval_data))

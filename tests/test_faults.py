@@ -134,3 +134,13 @@ def test_torchrun_max_restarts_resumes_after_a_killed_worker(tmp_path):
     d = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
     print(f"killed + restarted vs uninterrupted: max |w1 - w2| = {d:.3g}")
     assert d == 0.0
+
+def test_cli_oserror_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    "An OSError during a run (here: the disk fills) is one line and exit 1 (the run failed, the input was fine)"
+    import errno, masklab.cli as cli
+    def full(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device', str(tmp_path/'run'/'checkpoints'))
+    monkeypatch.setattr(cli, 'pretrain', full)
+    rc = cli.main(['pretrain', '--method', 'toy', '--preset', 'tiny', '--out', str(tmp_path/'run'), '--no-progress'])
+    err = capsys.readouterr().err
+    assert rc == 1 and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    assert 'masklab pretrain: error: [Errno 28] No space left on device' in err
