@@ -8,7 +8,6 @@ the bundled photos (`masklab.data.photos`, 14 photos of about 512 px, decoded on
 Per worker = samples/s / max(1, workers). Compare with the model's images/s from bench_msn / bench_simmim.
 """
 import argparse, json, time
-import torch
 from common import add_common_args, setup, machine, stats
 
 def loader_rate(transform, collate, batch, batches, workers, repeats):
@@ -38,7 +37,7 @@ def main():
     a = p.parse_args()
     a.repeats = min(a.repeats, 3)
     if a.quick: a.batch, a.batches, a.rand_size, a.focal_size, a.focal_views, a.repeats = 2, 1, 64, 32, 2, 1
-    dev = setup(a)
+    setup(a)  # threads and seeds
     from masklab.data import MSNViews, collate_views
     from masklab.train import MaskedView, collate_masked
     out = dict(bench='data', machine=machine('cpu'), batch=a.batch, batches=a.batches, workers=a.workers, repeats=a.repeats)

@@ -17,8 +17,7 @@ rounds (`mfu_at_median_peak` divides by the median matmul rate instead: fairer w
 import argparse, copy, itertools, json
 import torch
 from torch import nn
-from common import (add_common_args, setup, machine, alternate, stats, throughput, count_flops, matmul_fn,
-                    interleaved_peak, autocast)
+from common import add_common_args, setup, machine, count_flops, autocast, time_sides
 
 VITS = {'vit_tiny': dict(embed_dim=192, depth=12, num_heads=3), 'vit_small': dict(embed_dim=384, depth=12, num_heads=6),
         'vit_base': dict(embed_dim=768, depth=12, num_heads=12),
@@ -109,7 +108,6 @@ def main():
     a = p.parse_args()
     if a.quick: a.models, a.batch, a.rand_size, a.focal_size, a.focal_views, a.repeats = 'vit_micro', 2, 64, 32, 2, 2
     dev = setup(a)
-    mm_dtype, mm_n = (torch.bfloat16 if a.dtype == 'bf16' else torch.float32), (512 if a.quick else 2048)
     out = dict(bench='msn_step', machine=machine(dev), dtype=a.dtype, batch=a.batch, rand_size=a.rand_size,
                focal_size=a.focal_size, views=dict(target=1, rand_anchor=1, focal=a.focal_views), patch_drop=a.patch_drop,
                repeats=a.repeats, results={})
@@ -119,20 +117,7 @@ def main():
         if 'masklab' in a.sides: sides['masklab'] = masklab_step(name, a.batch, batch, dev, a.dtype, a.patch_drop)
         if 'lightly' in a.sides: sides['lightly'] = lightly_step(name, a.batch, batch, dev, a.dtype, a.patch_drop)
         flops = {k: flops_of(v[1], v[2]) for k, v in sides.items()}
-        mm, mm_flops = matmul_fn(dev, mm_dtype, mm_n)
-        times = alternate({**{k: v[0] for k, v in sides.items()}, 'matmul': mm}, dev, a.repeats, a.warmup)
-        peak = out['matmul_peak'] = interleaved_peak(times.pop('matmul'), mm_flops, mm_n, mm_dtype)
-        out['machine_after'] = machine(dev)
-        r = dict(matmul_peak=peak)
-        for k, t in times.items():
-            med = stats(t)['median']
-            r[k] = dict(step_s=stats(t), images_per_s=throughput(t, a.batch), flops=flops[k],
-                        mfu=round(flops[k]['total'] / med / peak['flops_per_s'], 4),
-                        mfu_at_median_peak=round(flops[k]['total'] / med / peak['median_flops_per_s'], 4))
-        if 'masklab' in r and 'lightly' in r:
-            r['ratio_masklab_over_lightly'] = dict(
-                median=round(r['masklab']['images_per_s']['median'] / r['lightly']['images_per_s']['median'], 3),
-                pairs=stats([tl / tm for tm, tl in zip(times['masklab'], times['lightly'])]))
+        r = time_sides({k: v[0] for k, v in sides.items()}, flops, a.batch, dev, a, out)
         out['results'][name] = r
         del sides
     print(json.dumps(out, indent=1))

@@ -17,8 +17,7 @@ masklab side only: lightly has no Swin with a mask token (its SimMIM example is 
 import argparse, itertools, json
 import torch
 from torch import nn
-from common import (add_common_args, setup, machine, alternate, stats, throughput, count_flops, matmul_fn,
-                    interleaved_peak, autocast)
+from common import add_common_args, setup, machine, count_flops, autocast, time_sides
 
 VITS = {'vit_tiny': dict(embed_dim=192, depth=12, num_heads=3), 'vit_small': dict(embed_dim=384, depth=12, num_heads=6),
         'vit_base': dict(embed_dim=768, depth=12, num_heads=12), 'vit_micro': dict(embed_dim=64, depth=2, num_heads=2)}
@@ -105,7 +104,6 @@ def main():
     for name in a.models.split(','):
         if name not in VITS and name not in SWINS: p.error(f"--models: unknown {name!r}; known: {', '.join([*VITS, *SWINS])}")
     dev = setup(a)
-    mm_dtype, mm_n = (torch.bfloat16 if a.dtype == 'bf16' else torch.float32), (512 if a.quick else 2048)
     out = dict(bench='simmim_step', machine=machine(dev), dtype=a.dtype, batch=a.batch, img_size=a.img_size,
                mask_patch_size=a.mask_patch_size, mask_ratio=a.mask_ratio, repeats=a.repeats, results={})
     for name in a.models.split(','):
@@ -118,19 +116,7 @@ def main():
             enc.blocks = torch.compile(enc.blocks)
             out['masklab_compiled'] = 'encoder.blocks'
         flops = {k: count_flops(v[1]) for k, v in sides.items()}
-        mm, mm_flops = matmul_fn(dev, mm_dtype, mm_n)
-        times = alternate({**{k: v[0] for k, v in sides.items()}, 'matmul': mm}, dev, a.repeats, a.warmup)
-        peak = out['matmul_peak'] = interleaved_peak(times.pop('matmul'), mm_flops, mm_n, mm_dtype)
-        out['machine_after'] = machine(dev)
-        r = dict(matmul_peak=peak)
-        for k, t in times.items():
-            r[k] = dict(step_s=stats(t), images_per_s=throughput(t, a.batch), flops=dict(total=flops[k]),
-                        mfu=round(flops[k] / stats(t)['median'] / peak['flops_per_s'], 4),
-                        mfu_at_median_peak=round(flops[k] / stats(t)['median'] / peak['median_flops_per_s'], 4))
-        if 'masklab' in r and 'lightly' in r:
-            r['ratio_masklab_over_lightly'] = dict(
-                median=round(r['masklab']['images_per_s']['median'] / r['lightly']['images_per_s']['median'], 3),
-                pairs=stats([tl / tm for tm, tl in zip(times['masklab'], times['lightly'])]))
+        r = time_sides({k: v[0] for k, v in sides.items()}, flops, a.batch, dev, a, out)
         out['results'][name] = r
         out['masked_tokens_per_image'] = int(batch['mask'][0].sum())
     print(json.dumps(out, indent=1))

@@ -105,3 +105,27 @@ def autocast(dev, dtype:str):
     "bf16 autocast when asked for, else a no-op context"
     from contextlib import nullcontext
     return torch.autocast(torch.device(dev).type, dtype=torch.bfloat16) if dtype == 'bf16' else nullcontext()
+
+def side_by_side(times:dict, flops:dict, batch:int, peak:dict) -> dict:
+    "Each side's step times, images/s, FLOPs and MFU (against the best and the median matmul rate), and the ratio"
+    r = dict(matmul_peak=peak)
+    for k, t in times.items():
+        med, total = stats(t)['median'], flops[k]['total'] if isinstance(flops[k], dict) else flops[k]
+        r[k] = dict(step_s=stats(t), images_per_s=throughput(t, batch),
+                    flops=flops[k] if isinstance(flops[k], dict) else dict(total=total),
+                    mfu=round(total / med / peak['flops_per_s'], 4),
+                    mfu_at_median_peak=round(total / med / peak['median_flops_per_s'], 4))
+    if 'masklab' in r and 'lightly' in r:
+        r['ratio_masklab_over_lightly'] = dict(
+            median=round(r['masklab']['images_per_s']['median'] / r['lightly']['images_per_s']['median'], 3),
+            pairs=stats([tl / tm for tm, tl in zip(times['masklab'], times['lightly'])]))
+    return r
+
+def time_sides(steps:dict, flops:dict, batch:int, dev, a, out:dict) -> dict:
+    "Time each side's step A B A B with a matmul in every round (the machine's rate, measured alongside); their results"
+    mm_dtype, mm_n = (torch.bfloat16 if a.dtype == 'bf16' else torch.float32), (512 if a.quick else 2048)
+    mm, mm_flops = matmul_fn(dev, mm_dtype, mm_n)
+    times = alternate({**steps, 'matmul': mm}, dev, a.repeats, a.warmup)
+    peak = out['matmul_peak'] = interleaved_peak(times.pop('matmul'), mm_flops, mm_n, mm_dtype)
+    out['machine_after'] = machine(dev)
+    return side_by_side(times, flops, batch, peak)

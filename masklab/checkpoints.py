@@ -151,16 +151,21 @@ def to_official_msn(model:nn.Module) -> dict:
     sd.update({f"module.fc.{k}": v.clone() for k, v in te.head.state_dict().items()})
     return dict(target_encoder=sd, prototypes=model.prototypes.detach().clone(), epoch=0)
 
+def _find_prefix(tensors:dict, prefixes:tuple, name:str, what:str, keys:str) -> str:
+    "The first of `prefixes` some key starts with; else a CheckpointError saying what the file holds instead"
+    pre = next((p for p in prefixes if any(k.startswith(p) for k in tensors)), None)
+    if pre is None:
+        tops = sorted({k.split('.')[0] for k in tensors})
+        raise CheckpointError(f"checkpoint {name} is not {what} checkpoint: no {keys} keys (top level: {', '.join(tops[:8])})")
+    return pre
+
 def import_msn(src, # a released MSN checkpoint: path, loaded dict or (tensors, meta)
                model:nn.Module, # an MSN (both encoders and the prototypes are filled), an MSNEncoder, or its ViT backbone
                name:str|None=None) -> nn.Module:
     "Load a released MSN checkpoint (`target_encoder` with keys prefixed `module.`, `prototypes`) into a masklab model"
     from masklab.msn import MSN, MSNEncoder
     tensors, meta, name = _source(src, name)
-    pre = next((p for p in ('target_encoder.module.', 'target_encoder.') if any(k.startswith(p) for k in tensors)), None)
-    if pre is None:
-        tops = sorted({k.split('.')[0] for k in tensors})
-        raise CheckpointError(f"checkpoint {name} is not an MSN checkpoint: no 'target_encoder' keys (top level: {', '.join(tops[:8])})")
+    pre = _find_prefix(tensors, ('target_encoder.module.', 'target_encoder.'), name, 'an MSN', "'target_encoder'")
     sd = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
     backbone = {k: v for k, v in sd.items() if not k.startswith('fc.')}
     head = {k[3:]: v for k, v in sd.items() if k.startswith('fc.')}
@@ -205,10 +210,7 @@ def import_simmim(src, # a released SimMIM checkpoint: path, loaded dict or (ten
     "Load a released SimMIM checkpoint (`model` with keys `encoder.*`, `decoder.0.*`; BEiT-style ViT or Swin)"
     from masklab.simmim import SimMIM
     tensors, meta, name = _source(src, name)
-    pre = next((p for p in ('model.encoder.', 'encoder.') if any(k.startswith(p) for k in tensors)), None)
-    if pre is None:
-        tops = sorted({k.split('.')[0] for k in tensors})
-        raise CheckpointError(f"checkpoint {name} is not a SimMIM checkpoint: no 'encoder.' keys (top level: {', '.join(tops[:8])})")
+    pre = _find_prefix(tensors, ('model.encoder.', 'encoder.'), name, 'a SimMIM', "'encoder.'")
     enc = model.encoder if isinstance(model, SimMIM) else model
     sd = _timm_filter(enc, {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)})
     load_into(enc, sd, name=name)

@@ -228,9 +228,8 @@ def cmd_pretrain(args) -> int:
     if rank0: print(json.dumps(summary))
     return 0
 
-def add_pretrain_parser(sub):
-    "The `pretrain` subcommand's arguments"
-    s = sub.add_parser('pretrain', help='pre-train SimMIM or MSN (also under torchrun)')
+def _add_run_args(s):
+    "The arguments `pretrain` and `sweep` share: the method, its preset, the data, how long, the batch"
     s.add_argument('--method', default=None, help=f"simmim | msn | toy (default: the preset's, else simmim)")
     s.add_argument('--preset', default='cpu', help=f"one of: {', '.join(PRESETS)}")
     s.add_argument('--data', default=None, help="photos | digits | mnist | cifar10:ROOT | a folder of images")
@@ -238,6 +237,11 @@ def add_pretrain_parser(sub):
     g.add_argument('--epochs', type=float, default=None)
     g.add_argument('--max-steps', type=int, default=None)
     s.add_argument('--batch-size', type=int, default=None, help='global batch, over all processes')
+
+def add_pretrain_parser(sub):
+    "The `pretrain` subcommand's arguments"
+    s = sub.add_parser('pretrain', help='pre-train SimMIM or MSN (also under torchrun)')
+    _add_run_args(s)
     s.add_argument('--seed', type=int, default=None)
     s.add_argument('--out', default=None, help='run folder (default: runs/METHOD-PRESET)')
     s.add_argument('--save-every', type=int, default=None, help='steps between checkpoints (0: at the end only)')
@@ -413,13 +417,7 @@ def add_sweep_parser(sub):
     s.add_argument('--metric', action='append', help='knn | linear | fewshot | avg_dist | recon | step_time (repeatable; default knn)')
     s.add_argument('--eval-data', default='photo_crops', help="what metrics evaluate on (default: held-out photo crops)")
     s.add_argument('--plot', action='append', metavar='X:Y[:HUE]', help='a figure to draw (repeatable; default: each metric vs the first axis)')
-    s.add_argument('--method', default=None, help="simmim | msn | toy (default: the preset's, else simmim)")
-    s.add_argument('--preset', default='cpu', help=f"one of: {', '.join(PRESETS)}")
-    s.add_argument('--data', default=None, help="photos | digits | mnist | cifar10:ROOT | a folder of images")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument('--epochs', type=float, default=None)
-    g.add_argument('--max-steps', type=int, default=None)
-    s.add_argument('--batch-size', type=int, default=None, help='global batch, over all processes')
+    _add_run_args(s)
     s.add_argument('--save-every', type=int, default=None, help='steps between checkpoints (a killed run resumes from the last)')
     s.add_argument('--out', default=None, help='sweep folder (default: sweeps/METHOD-PRESET)')
     s.add_argument('--device', default=None, help='auto | cpu | cuda | mps')
