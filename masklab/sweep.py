@@ -21,9 +21,9 @@ from .data import check_data
 from .train import atomic_write, build_method, checkpoints, default_config, load_run, pretrain
 
 # %% auto #0
-__all__ = ['RESULTS', 'METRICS', 'mask_stats', 'set_key', 'expand_grid', 'point_id', 'read_results', 'append_row',
-           'register_metric', 'heldout_loss', 'step_time', 'SweepStopped', 'run_sweep', 'table_columns', 'column',
-           'summarize', 'plot_sweep', 'sweep_figures']
+__all__ = ['RESULTS', 'METRICS', 'METRIC_METHODS', 'mask_stats', 'set_key', 'expand_grid', 'point_id', 'read_results',
+           'append_row', 'register_metric', 'heldout_loss', 'step_time', 'SweepStopped', 'run_sweep', 'table_columns',
+           'column', 'summarize', 'plot_sweep', 'sweep_figures']
 
 # %% ../nbs/05_masking_ratio.ipynb #01ee8f5f
 def mask_stats(img_size:int, mask_patch_size:int, model_patch_size:int, mask_ratio:float,
@@ -103,14 +103,16 @@ def append_row(out, row:dict) -> Path:
 
 # %% ../nbs/05_masking_ratio.ipynb #d948b23f
 METRICS: dict[str, Callable] = {}
+METRIC_METHODS: dict[str, tuple|None] = {}  # the methods a metric can measure (None: any)
 
 def register_metric(name:str, # the name `run_sweep(metrics=...)` and `masklab sweep --metric` use
                     fn:Callable, # (model, cfg, eval_data) -> dict of columns
+                    methods:tuple|None=None, # the methods it can measure, checked before a sweep trains (None: any)
                    ):
     "Make a measurement available to sweeps"
     if not isinstance(name, str) or not name: raise ValueError(f"name must be a non-empty string, got {name!r}")
     if not callable(fn): raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    METRICS[name] = fn
+    METRICS[name], METRIC_METHODS[name] = fn, None if methods is None else tuple(methods)
 
 def _device(cfg:dict) -> torch.device: return get_device(cfg.get('device') or 'auto')
 
@@ -122,7 +124,7 @@ def _protocol(protocol):
         return {f"fewshot_{s}": v['mean'] for s, v in r['shots'].items()} | {f"fewshot_{s}_std": v['std'] for s, v in r['shots'].items()}
     return measure
 
-for _p in ('knn', 'linear', 'fewshot'): register_metric(_p, _protocol(_p))
+for _p in ('knn', 'linear', 'fewshot'): register_metric(_p, _protocol(_p), methods=('simmim', 'msn'))
 
 # %% ../nbs/05_masking_ratio.ipynb #203496ed
 def _need_simmim(name, cfg):
@@ -161,8 +163,8 @@ def _recon(model, cfg, eval_data):
     return dict(recon_own=heldout_loss(model, ds, s, model.mask_patch_size, model.mask_ratio, device=dev),
                 recon_ref=heldout_loss(model, ds, s, ref, 0.6, device=dev), recon_ref_unit=ref)
 
-register_metric('avg_dist', _avg_dist)
-register_metric('recon', _recon)
+register_metric('avg_dist', _avg_dist, methods=('simmim',))
+register_metric('recon', _recon, methods=('simmim',))
 
 # %% ../nbs/05_masking_ratio.ipynb #836c720a
 def step_time(model, cfg:dict, repeats:int=10, warmup:int=2, seed:int=0, device='cpu') -> dict:
@@ -230,8 +232,11 @@ def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset);
         cfg = json.loads(json.dumps(base))
         for k, v in p.items(): set_key(cfg, k, v)
         cfgs.append(cfg)
-    for cfg in cfgs:  # a bad data spec fails here, before the sweep folder is made
+    for cfg in cfgs:  # a bad data spec or a metric the method lacks fails here, before the sweep folder is made
         if isinstance(cfg.get('data'), (str, Path)): check_data(cfg['data'])
+        for m in metrics:
+            if METRIC_METHODS.get(m) and cfg.get('method') not in METRIC_METHODS[m]:
+                raise ValueError(f"metric {m!r} measures {' and '.join(METRIC_METHODS[m])} runs, not method {cfg.get('method')!r}")
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir(): raise ValueError(f"out {str(out)!r} exists and is not a folder")
     spec = dict(base=json.loads(json.dumps(base)), metrics=metrics, eval_data=str(eval_data))

@@ -39,7 +39,7 @@ CASES = [  # (command, option, bad value, words the error line must hold)
     ('evaluate', '--shots', 'a,b', "--shots 'a,b' must be comma-separated integers"), ('evaluate', '--shots', '0', "--shots '0' must be integers >= 1"),
     ('evaluate', '--seed', '-1', '--seed must be >= 0'), ('evaluate', '--device', 'tpu', '--device must be one of'),
     ('sweep', '--grid', 'noequals', "--grid 'noequals' must look like key=v1,v2"), ('sweep', '--grid', 'bogus.key=1,2', "'bogus' is not a section"),
-    ('sweep', '--metric', 'bogus', '--metric must be one of'), ('sweep', '--eval-data', 'bogus', "--eval-data: data 'bogus' is neither"),
+    ('sweep', '--metric', 'bogus', '--metric must be one of'), ('sweep', '--metric', 'knn', "metric 'knn' measures simmim and msn runs, not method 'toy'"), ('sweep', '--eval-data', 'bogus', "--eval-data: data 'bogus' is neither"),
     ('sweep', '--plot', 'x', "--plot 'x' must look like X:Y"), ('sweep', '--max-steps', '0', '--max-steps must be >= 1'),
     ('views', '--image', 'nope', "--image 'nope'"), ('views', '--out', 'x.txt', "--out 'x.txt' must end in .png"),
     ('pretrain', '--out', '', '--out must not be empty'), ('pretrain', '--out', '/dev/null/run', "'/dev/null' is not a folder"),
