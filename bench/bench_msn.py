@@ -29,8 +29,8 @@ def make_batch(B, rand_size, focal_size, focal_views, dev):
     return dict(target=t(B, rand_size), anchors=[t(B, rand_size), t(focal_views * B, focal_size)])
 
 def masklab_step(model_name, B, batch, dev, dtype, patch_drop, shared_mask=True):
+    "masklab's MSN and its Trainer; returns (step fn, fwd+bwd fn, no-grad target fn, model)"
     size = batch['target'].shape[-1]
-    "masklab's MSN and its Trainer; returns (step fn, flop fn, model)"
     from masklab.encoders import TokenDropViT
     from masklab.msn import MSN
     from masklab.train import Trainer
