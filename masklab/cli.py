@@ -95,10 +95,9 @@ def cmd_masks(args) -> int:
     "Draw masks of `--image` for each `--strategy` to `--out` and print their AvgDist"
     out = check_out(args.out)
     if args.unit is not None: check_int('--unit', args.unit, 1)  # 0 would read as 'the usual unit'
-    check_float('--ratio', args.ratio, 0.0, 1.0), check_int('--input-size', args.input_size, 1)
-    check_int('--model-patch', args.model_patch, 1), check_int('--seed', args.seed, 0)
-    settings = mask_settings(args.strategy or STRATEGIES, args.unit, args.ratio, args.seed, args.input_size,
-                             args.model_patch)
+    ratio, seed = check_float('--ratio', args.ratio, 0.0, 1.0), check_int('--seed', args.seed, 0)
+    size, patch = check_int('--input-size', args.input_size, 1), check_int('--model-patch', args.model_patch, 1)
+    settings = mask_settings(args.strategy or STRATEGIES, args.unit, ratio, seed, size, patch)
     report = {}
     for kw in settings:
         m = make_mask(kw['strategy'], kw['input_size'], kw['mask_patch_size'], kw['model_patch_size'],
@@ -275,12 +274,12 @@ def cmd_reconstruct(args) -> int:
     "Draw SimMIM reconstructions of each `--image` to `--out`"
     from masklab.simmim import reconstruction_grid, unit_sizes
     out = check_out(args.out)
-    ratio, _ = check_float('--ratio', args.ratio, 0.0, 1.0), check_int('--seed', args.seed, 0)
+    ratio, seed = check_float('--ratio', args.ratio, 0.0, 1.0), check_int('--seed', args.seed, 0)
     model = load_simmim_checkpoint(args.checkpoint)
     if args.unit is not None and args.unit not in unit_sizes(model):
         raise ValueError(f"--unit {args.unit} does not fit this model; allowed: {', '.join(map(str, unit_sizes(model)))}")
     images = [load_image(i) for i in (args.image or ['chelsea', 'astronaut', 'coffee', 'rocket'])]
-    kw = dict(mask_ratio=ratio, mask_patch_size=args.unit, seed=args.seed)
+    kw = dict(mask_ratio=ratio, mask_patch_size=args.unit, seed=seed)
     fig = reconstruction_grid(model, images, [kw] * len(images), size=2.0)
     print(_save(fig, out))
     return 0
@@ -336,11 +335,11 @@ def cmd_evaluate(args) -> int:
     if args.batch_size is not None: check_int('--batch-size', args.batch_size, 2)
     if args.block is not None: check_int('--block', args.block, 1)
     if args.img_size is not None: check_int('--img-size', args.img_size, 8)
-    check_int('--seed', args.seed, 0), check_choice('--device', args.device, ('auto', 'cpu', 'cuda', 'mps'))
+    seed, device = check_int('--seed', args.seed, 0), check_choice('--device', args.device, ('auto', 'cpu', 'cuda', 'mps'))
     model = load_eval_model(args.checkpoint)
     res = evaluate(model, args.data, args.protocol, img_size=args.img_size, block=args.block, k=k, epochs=epochs,
-                   lr=lr, recipe=args.recipe, batch_size=args.batch_size, shots=shots, seed=args.seed,
-                   device=args.device, progress=not args.no_progress)
+                   lr=lr, recipe=args.recipe, batch_size=args.batch_size, shots=shots, seed=seed,
+                   device=device, progress=not args.no_progress)
     res['checkpoint'] = args.checkpoint
     if out is not None: out.write_text(json.dumps(res, indent=1))
     print(format_result(res))
