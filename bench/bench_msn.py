@@ -1,6 +1,6 @@
 """One MSN training step, masklab against lightly, side by side (A B A B) on the same machine; prints JSON.
 
-    python bench/bench_msn.py [--models vit_tiny,vit_small] [--batch 8] [--repeats 5] [--quick]
+    python bench/bench_msn.py [--models vit_tiny,vit_small] [--batch 8] [--repeats 5] [--quick] [--compile]
 
 Same work on both sides: the same timm ViT/16, batch, views (1 target + 1 masked 224 anchor + 10 focal 96 views),
 token drop (official patch_drop 0.15: 166 of 196 patch tokens kept, plus [CLS]), projection head (2048-2048-256),
@@ -13,6 +13,8 @@ EMA of the target, fp32 (or bf16 autocast on CUDA with --dtype bf16), the same t
 FLOPs of each step (online forward, backward, no-grad target forward) come from torch's FlopCounterMode;
 MFU = FLOPs / median step time / the best fp32 (or bf16) matmul rate, timed as a third side in the same A B A B
 rounds (`mfu_at_median_peak` divides by the median matmul rate instead: fairer when the machine is busy).
+--compile adds a third side, `masklab_compiled`: the same Trainer step with `compile=True` (its transformer blocks
+compiled by inductor), the same work and FLOPs; lightly stays eager, as its example runs.
 """
 import argparse, copy, itertools, json
 import torch
@@ -28,7 +30,7 @@ def make_batch(B, rand_size, focal_size, focal_views, dev):
     t = lambda n, s: torch.randn(n, 3, s, s, generator=g).to(dev)
     return dict(target=t(B, rand_size), anchors=[t(B, rand_size), t(focal_views * B, focal_size)])
 
-def masklab_step(model_name, B, batch, dev, dtype, patch_drop, shared_mask=True):
+def masklab_step(model_name, B, batch, dev, dtype, patch_drop, shared_mask=True, compile=False):
     "masklab's MSN and its Trainer; returns (step fn, fwd+bwd fn, no-grad target fn, model)"
     size = batch['target'].shape[-1]
     from masklab.encoders import TokenDropViT
@@ -39,7 +41,8 @@ def masklab_step(model_name, B, batch, dev, dtype, patch_drop, shared_mask=True)
     model = MSN(backbone, patch_drop=patch_drop, shared_mask=shared_mask)
     trainer = Trainer(model, [0] * B, batch_size=B, max_steps=10 ** 6, device=str(dev),
                       precision='bf16' if dtype == 'bf16' else 'fp32', optim=dict(clip_grad=3.0),
-                      schedule=dict(name='msn', lr=1e-3, warmup_steps=0), progress=False, log_every=10 ** 6)
+                      schedule=dict(name='msn', lr=1e-3, warmup_steps=0), progress=False, log_every=10 ** 6,
+                      compile=compile)
     it = itertools.repeat(batch)
     step = lambda: trainer.train_step(it)
     def fwd_bwd():
@@ -117,6 +120,9 @@ def main():
         if 'masklab' in a.sides: sides['masklab'] = masklab_step(name, a.batch, batch, dev, a.dtype, a.patch_drop)
         if 'lightly' in a.sides: sides['lightly'] = lightly_step(name, a.batch, batch, dev, a.dtype, a.patch_drop)
         flops = {k: flops_of(v[1], v[2]) for k, v in sides.items()}
+        if a.compile and 'masklab' in sides:  # the same work (its FLOPs are the eager side's), compiled blocks
+            sides['masklab_compiled'] = masklab_step(name, a.batch, batch, dev, a.dtype, a.patch_drop, compile=True)
+            flops['masklab_compiled'] = flops['masklab']
         r = time_sides({k: v[0] for k, v in sides.items()}, flops, a.batch, dev, a, out)
         out['results'][name] = r
         del sides

@@ -19,11 +19,14 @@ def add_common_args(p):
     p.add_argument('--repeats', type=int, default=5, help='timed steps per side')
     p.add_argument('--warmup', type=int, default=1, help='untimed steps per side first')
     p.add_argument('--quick', action='store_true', help='tiny sizes: checks the script runs, numbers mean little')
+    p.add_argument('--compile', action='store_true', help="also time masklab with Trainer(compile=True) as a third side, "
+                   "masklab_compiled (lightly stays eager; compiling happens in the untimed warmup, at least 3 steps)")
     return p
 
 def setup(a) -> torch.device:
     "Apply threads and seed; return the device"
     if a.threads: torch.set_num_threads(a.threads)
+    if getattr(a, 'compile', False): a.warmup = max(a.warmup, 3)  # MSN's views compile a graph per shape in the first steps
     torch.manual_seed(0)
     dev = torch.device(a.device)
     if dev.type == 'cuda':
@@ -48,14 +51,16 @@ def stats(times) -> dict:
     return dict(min=round(min(times), 5), median=round(statistics.median(times), 5), max=round(max(times), 5), n=len(times))
 
 def alternate(fns:dict, dev, repeats:int, warmup:int=1) -> dict:
-    "Time each callable of `fns` A B A B ...: after `warmup` untimed calls each, `repeats` timed rounds; seconds per call"
+    """Time each callable of `fns` A B A B ...: after `warmup` untimed calls each, `repeats` timed rounds; seconds per
+    call. Each round starts one side later (A B C, B C A, C A B, ...), so no side always runs right after the same
+    neighbour (a matmul that leaves the cores hot, a side whose allocations the next one pays for)"""
     for _ in range(warmup):
         for f in fns.values(): f()
     sync(dev)
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            sync(dev); t0 = time.perf_counter(); f(); sync(dev); times[k].append(time.perf_counter() - t0)
+    times, keys = {k: [] for k in fns}, list(fns)
+    for r in range(repeats):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            sync(dev); t0 = time.perf_counter(); fns[k](); sync(dev); times[k].append(time.perf_counter() - t0)
     return times
 
 def throughput(times, images:int) -> dict:
@@ -119,6 +124,11 @@ def side_by_side(times:dict, flops:dict, batch:int, peak:dict) -> dict:
         r['ratio_masklab_over_lightly'] = dict(
             median=round(r['masklab']['images_per_s']['median'] / r['lightly']['images_per_s']['median'], 3),
             pairs=stats([tl / tm for tm, tl in zip(times['masklab'], times['lightly'])]))
+    for other in ('lightly', 'masklab'):  # what compiling buys, against each eager side
+        if 'masklab_compiled' in r and other in r:
+            r[f'ratio_masklab_compiled_over_{other}'] = dict(
+                median=round(r['masklab_compiled']['images_per_s']['median'] / r[other]['images_per_s']['median'], 3),
+                pairs=stats([to / tc for tc, to in zip(times['masklab_compiled'], times[other])]))
     return r
 
 def time_sides(steps:dict, flops:dict, batch:int, dev, a, out:dict) -> dict:

@@ -1,10 +1,11 @@
 """Run every bench script, save their JSON together and rewrite the numbers section of bench/RESULTS.md.
 
     python bench/run.py [--out bench/results.json] [--quick] [--device cpu|cuda] [--dtype fp32|bf16] [--threads N]
-                        [--only msn,simmim,scaling,optim,data,memory] [--no-md]
+                        [--only msn,simmim,scaling,optim,layout,data,memory] [--no-md]
 
 Each script runs in its own process (a fresh peak-memory count, no state carried between them). The default
-(CPU, fp32) run took 3 minutes on a quiet 2-core machine (17 under a load average of 8); --quick runs everything at toy sizes in about a
+(CPU, fp32) run took 6 minutes on a quiet 2-core machine, compiling the `--compile` sides included (3 minutes
+before they were added; 17 under a load average of 8); --quick runs everything at toy sizes in about a
 minute (it checks the scripts work; its numbers mean little). On a GPU: `--device cuda --dtype bf16` runs the
 same suite in bf16 autocast with the GPU sizes (see GPU_ARGS). Bench numbers are never asserted by tests.
 """
@@ -15,11 +16,12 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 
 CPU_ARGS = {  # sized so the whole run stays near 10 minutes on 2 busy cores
-    'msn_tiny': ['bench_msn.py', '--models', 'vit_tiny', '--batch', '8', '--repeats', '4'],
-    'msn_small': ['bench_msn.py', '--models', 'vit_small', '--batch', '4', '--repeats', '3'],
-    'simmim': ['bench_simmim.py', '--models', 'vit_tiny', '--batch', '16', '--repeats', '5'],
+    'msn_tiny': ['bench_msn.py', '--models', 'vit_tiny', '--batch', '8', '--repeats', '6', '--compile'],
+    'msn_small': ['bench_msn.py', '--models', 'vit_small', '--batch', '4', '--repeats', '3', '--compile'],
+    'simmim': ['bench_simmim.py', '--models', 'vit_tiny', '--batch', '16', '--repeats', '10', '--compile'],
     'scaling': ['bench_scaling.py', '--msn-model', 'vit_small', '--msn-batch', '8', '--simmim-batch', '16', '--repeats', '3'],
     'optim': ['bench_optim.py', '--model', 'vit_small', '--repeats', '5'],
+    'layout': ['bench_layout.py', '--model', 'vit_tiny', '--batch', '16', '--repeats', '5'],
     'data': ['bench_data.py', '--batch', '16', '--batches', '2', '--repeats', '2'],
     'memory_msn_masklab': ['bench_memory.py', '--method', 'msn', '--side', 'masklab', '--batch', '4'],
     'memory_msn_lightly': ['bench_memory.py', '--method', 'msn', '--side', 'lightly', '--batch', '4'],
@@ -27,10 +29,10 @@ CPU_ARGS = {  # sized so the whole run stays near 10 minutes on 2 busy cores
     'memory_simmim_lightly': ['bench_memory.py', '--method', 'simmim', '--side', 'lightly', '--batch', '16'],
 }
 GPU_ARGS = {  # the issue's GPU figures: SimMIM ViT-B/16 at batch 128, MSN ViT-S/16 at the official recipe (64 per GPU)
-    'msn_small': ['bench_msn.py', '--models', 'vit_small', '--batch', '64', '--repeats', '10', '--warmup', '3'],
-    'simmim': ['bench_simmim.py', '--models', 'vit_base', '--batch', '128', '--repeats', '10', '--warmup', '3'],
+    'msn_small': ['bench_msn.py', '--models', 'vit_small', '--batch', '64', '--repeats', '10', '--warmup', '3', '--compile'],
+    'simmim': ['bench_simmim.py', '--models', 'vit_base', '--batch', '128', '--repeats', '10', '--warmup', '3', '--compile'],
     'simmim_swin': ['bench_simmim.py', '--models', 'swin_base', '--img-size', '192', '--batch', '128', '--sides', 'masklab',
-                    '--repeats', '10', '--warmup', '3'],
+                    '--repeats', '10', '--warmup', '3', '--compile'],
     'scaling': ['bench_scaling.py', '--msn-model', 'vit_small', '--msn-batch', '64', '--simmim-model', 'vit_base',
                 '--simmim-batch', '128', '--repeats', '5', '--warmup', '2'],
     'optim': ['bench_optim.py', '--model', 'vit_small', '--repeats', '10', '--warmup', '3'],
@@ -72,6 +74,21 @@ def summary(res:dict) -> list[str]:
             L.append(f"| {v['bench']} | {model} | {v['batch']} | {ips(m)} | {ips(l)} | {rt} | "
                      f"{(m or l)['flops']['total'] / 1e9:.1f} | {pk['flops_per_s'] / 1e9:.1f} / {pk['median_flops_per_s'] / 1e9:.1f} | "
                      f"{mfu(m)} / {mfu(l)} | {v['machine']['load_average'][0]}, {v.get('machine_after', v['machine'])['load_average'][0]} |")
+    comp = [(v, model, r) for key in ('msn_tiny', 'msn_small', 'simmim', 'simmim_swin') for v in [res.get(key)]
+            if v and 'results' in v for model, r in v['results'].items() if r.get('masklab_compiled')]
+    if comp:
+        L += ['', "`Trainer(compile=True)` (`masklab pretrain --compile`: the transformer blocks compiled by inductor), "
+              "timed in the same A B C rounds as the table above (compiling happens in the untimed warmup steps):", '',
+              '| step | model | batch | masklab eager img/s (median) | masklab compiled img/s min / med / max | '
+              'lightly img/s (median) | compiled / eager (median; pairs min-max) | compiled / lightly (median; pairs min-max) | MFU compiled |',
+              '|---|---|---|---|---|---|---|---|---|']
+        for v, model, r in comp:
+            c, m, l = r['masklab_compiled'], r.get('masklab'), r.get('lightly')
+            rat = lambda k: (f"{r[k]['median']:.2f} ({r[k]['pairs']['min']:.2f}-{r[k]['pairs']['max']:.2f})" if r.get(k) else '')
+            L.append(f"| {v['bench']} | {model} | {v['batch']} | {_r(m and m['images_per_s']['median'])} | "
+                     f"{c['images_per_s']['min']:.2f} / {c['images_per_s']['median']:.2f} / {c['images_per_s']['max']:.2f} | "
+                     f"{_r(l and l['images_per_s']['median'])} | {rat('ratio_masklab_compiled_over_masklab')} | "
+                     f"{rat('ratio_masklab_compiled_over_lightly')} | {100 * c['mfu']:.1f}% ({100 * c['mfu_at_median_peak']:.1f}%) |")
     sc = res.get('scaling')
     if sc and 'drop' in sc:
         d = sc['drop']
@@ -105,6 +122,16 @@ def summary(res:dict) -> list[str]:
         f = lambda s: f"{s['min']:.3f} / {s['median']:.3f} / {s['max']:.3f}"
         L.append(f"| {f(op['step_s']['for_loop'])} | {f(op['step_s']['foreach'])} | {f(op['step_s']['fused'])} | "
                  f"{op['fused_speedup_over_for_loop']}x |")
+    la = res.get('layout')
+    if la and 'step_s' in la:
+        f = lambda s: f"{s['min']:.4f} / {s['median']:.4f} / {s['max']:.4f}"
+        L += ['', f"Memory format, SimMIM step on {la['model']}, batch {la['batch']}, {la['img_size']} px (seconds, min / median / max):", '',
+              '| part | NCHW | channels-last |', '|---|---|---|',
+              f"| whole Trainer step | {f(la['step_s']['step_nchw'])} | {f(la['step_s']['step_channels_last'])} |",
+              f"| patch embedding conv, forward + backward | {f(la['conv_s']['patch_embed_nchw'])} | {f(la['conv_s']['patch_embed_channels_last'])} |",
+              f"| linear head 1x1 conv, forward + backward | {f(la['conv_s']['head_nchw'])} | {f(la['conv_s']['head_channels_last'])} |",
+              '', f"Step NCHW / channels-last: {la['step_nchw_over_channels_last']}x; the two convolutions are "
+              f"{100 * la['convs_share_of_step']:.1f}% of the NCHW step."]
     mem = {k: v for k, v in res.items() if k.startswith('memory') and isinstance(v, dict) and 'step_peak_mib' in v}
     if mem:
         L += ['', 'Peak memory of a training step (rise over two steps; CPU: ru_maxrss, CUDA: max_memory_allocated):', '',

@@ -164,7 +164,7 @@ PRESETS = {
 }
 
 # %% ../nbs/11_cli.ipynb #e57354ff
-_RESUME_FREE = {'device', 'num_workers', 'log_every', 'save_every', 'keep_checkpoints', 'eval', 'skip_nonfinite'}
+_RESUME_FREE = {'device', 'num_workers', 'log_every', 'save_every', 'keep_checkpoints', 'eval', 'skip_nonfinite', 'compile'}
 
 def _parse_value(v:str):
     try: return json.loads(v)
@@ -193,6 +193,7 @@ def resolve_config(args) -> tuple[dict, Path, bool]:
     if args.save_every is not None: cfg['save_every'] = check_int('--save-every', args.save_every, 0)
     if getattr(args, 'skip_nonfinite', None) is not None: cfg['skip_nonfinite'] = check_int('--skip-nonfinite', args.skip_nonfinite, 0)
     if args.device is not None: cfg['device'] = check_choice('--device', args.device, ('auto', 'cpu', 'cuda', 'mps'))
+    if getattr(args, 'compile', False): cfg['compile'] = True
     for item in args.set or []: apply_set(cfg, item)
     if cfg['data'] is None:
         raise ValueError(f"--preset {preset!r} needs --data (an ImageNet-style folder of training images)")
@@ -236,6 +237,8 @@ def _add_run_args(s):
     g.add_argument('--epochs', type=float, default=None)
     g.add_argument('--max-steps', type=int, default=None)
     s.add_argument('--batch-size', type=int, default=None, help='global batch, over all processes')
+    s.add_argument('--compile', action='store_true', help='torch.compile the transformer blocks (same numbers, fused kernels; '
+                   'the first steps pay for compiling)')
 
 def add_pretrain_parser(sub):
     "The `pretrain` subcommand's arguments"

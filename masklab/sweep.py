@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from .core import check_int, check_float, check_choice, get_device
 from .data import check_data
-from .train import atomic_write, build_method, checkpoints, default_config, load_run, pretrain
+from .train import atomic_write, build_method, check_config_compile, checkpoints, default_config, load_run, pretrain
 
 # %% auto #0
 __all__ = ['RESULTS', 'METRICS', 'METRIC_METHODS', 'mask_stats', 'set_key', 'expand_grid', 'point_id', 'read_results',
@@ -232,8 +232,9 @@ def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset);
         cfg = json.loads(json.dumps(base))
         for k, v in p.items(): set_key(cfg, k, v)
         cfgs.append(cfg)
-    for cfg in cfgs:  # a bad data spec or a metric the method lacks fails here, before the sweep folder is made
+    for cfg in cfgs:  # a bad data spec, a metric the method lacks or a compile it cannot take fails here, before the sweep folder is made
         if isinstance(cfg.get('data'), (str, Path)): check_data(cfg['data'])
+        check_config_compile(cfg)
         for m in metrics:
             if METRIC_METHODS.get(m) and cfg.get('method') not in METRIC_METHODS[m]:
                 raise ValueError(f"metric {m!r} measures {' and '.join(METRIC_METHODS[m])} runs, not method {cfg.get('method')!r}")

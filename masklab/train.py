@@ -26,9 +26,10 @@ __all__ = ['NO_DECAY_KEYWORDS', 'SCHEDULES', 'FORMAT', 'METHODS', 'DistEnv', 'in
            'DistBatchNorm', 'has_batchnorm', 'sync_batchnorm', 'param_groups', 'scale_lr', 'simmim_lr', 'msn_lr',
            'msn_weight_decay', 'msn_momentum', 'Schedule', 'default_schedule', 'ema_update', 'ToyMethod', 'SkipSampler',
            'atomic_write', 'save_state', 'load_state', 'optimizer_to_state', 'optimizer_from_state', 'rng_to_state',
-           'rng_from_state', 'TrainingError', 'checkpoints', 'Trainer', 'state_dict_tensors', 'save_checkpoint',
-           'load_checkpoint', 'latest_checkpoint', 'train_step', 'fit', 'register_method', 'build_method', 'MaskedView',
-           'collate_masked', 'embed_dataset', 'knn_accuracy', 'default_config', 'resolve_lr', 'pretrain', 'load_run']
+           'rng_from_state', 'check_compile', 'block_owners', 'compile_blocks', 'TrainingError', 'checkpoints',
+           'Trainer', 'state_dict_tensors', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'train_step',
+           'fit', 'register_method', 'build_method', 'MaskedView', 'collate_masked', 'embed_dataset', 'knn_accuracy',
+           'default_config', 'check_config_compile', 'resolve_lr', 'pretrain', 'load_run']
 
 # %% ../nbs/08_train.ipynb #bc1f0780
 @dataclass
@@ -375,6 +376,34 @@ def rng_from_state(tensors:dict, meta:dict):
     n = meta['numpy']; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
     p = meta['python']; random.setstate((p[0], tuple(p[1]), p[2]))
 
+# %% ../nbs/08_train.ipynb #57d3bc1f
+def check_compile(compile, # False | True | a torch.compile backend name
+                 ) -> str|None: # the backend, or None for eager
+    "The torch.compile backend `compile` asks for: None for False, 'inductor' for True, else a known backend"
+    if compile is None or compile is False: return None
+    if compile is True: return 'inductor'
+    backends = torch.compiler.list_backends(exclude_tags=())
+    if isinstance(compile, str) and compile in backends: return compile
+    raise ValueError(f"compile must be true, false or a torch.compile backend ({', '.join(backends)}), got {compile!r}")
+
+def block_owners(model:nn.Module) -> list[str]:
+    "The modules of `model` that hold a `blocks` list (timm ViTs, Swin stages); refuses a model with none"
+    owners = [n for n, m in model.named_modules() if isinstance(getattr(m, 'blocks', None), (nn.ModuleList, nn.Sequential))]
+    if not owners:
+        raise ValueError(f"compile: {type(model).__name__} has no transformer blocks (a `blocks` list) to compile; "
+                         "use compile=False")
+    return owners
+
+def compile_blocks(model:nn.Module, # a method or an encoder; every `blocks` list inside it is compiled
+                   backend:str='inductor', # a torch.compile backend (`torch.compiler.list_backends()`)
+                  ) -> list[str]: # the block lists compiled, by name
+    "Compile each transformer block of `model` in place: same parameter names, same numerics up to rounding"
+    backend = check_compile(backend)
+    owners = block_owners(model)
+    for n in owners:
+        for block in model.get_submodule(n).blocks: block.compile(backend=backend)
+    return [f"{n}.blocks" if n else 'blocks' for n in owners]
+
 # %% ../nbs/08_train.ipynb #cae6a725
 class TrainingError(RuntimeError):
     "Training cannot go on (a non-finite loss); the last good checkpoint is left as it was"
@@ -428,6 +457,7 @@ class Trainer:
                  progress:bool=True, # a tqdm bar on rank 0
                  config:dict|None=None, # the resolved config to store in checkpoints
                  skip_nonfinite:int=0, # skip up to this many non-finite steps in a row (no update), then stop
+                 compile:bool|str=False, # torch.compile the transformer blocks (True: inductor, or a backend name)
                 ):
         self.batch_size, self.accum = check_int('batch_size', batch_size, 1), check_int('accum_steps', accum_steps, 1)
         self.seed, self.log_every = check_int('seed', seed, 0), check_int('log_every', log_every, 1)
@@ -435,6 +465,7 @@ class Trainer:
         self.num_workers = check_int('num_workers', num_workers, 0)
         self.skip_nonfinite, self.nonfinite_skipped, self._nonfinite_run = check_int('skip_nonfinite', skip_nonfinite, 0), 0, 0
         self.precision = check_choice('precision', precision, ('auto', 'fp32', 'bf16', 'fp16'))
+        self.backend = check_compile(compile)
         if epochs is None and max_steps is None: raise ValueError("give epochs or max_steps")
         if epochs is not None: epochs = check_float('epochs', epochs, 0)
         if max_steps is not None: max_steps = check_int('max_steps', max_steps, 1)
@@ -464,6 +495,7 @@ class Trainer:
         self.collate, self.out, self.progress, self.config = collate, (Path(out) if out else None), progress, config or {}
         self.module = model.to(dev)
         if self.env.distributed and has_batchnorm(self.module): self.module = sync_batchnorm(self.module, dev)
+        self.compiled = compile_blocks(self.module, self.backend) if self.backend else []
         self.module.train()
         self.opt = torch.optim.AdamW(param_groups(self.module, self.sched.wd, self.optim_cfg['keywords'],
                                                   self.optim_cfg['use_model_list']),
@@ -798,7 +830,13 @@ def default_config(method:str='toy') -> dict:
                 optim=dict(betas=[0.9, 0.999], eps=1e-8, clip_grad=5.0, keywords=list(NO_DECAY_KEYWORDS),
                            use_model_list=True),
                 lr_scaling=None, log_every=10, save_every=0, keep_checkpoints=2, num_workers=0, skip_nonfinite=0,
-                eval=dict(knn=True, k=20))
+                compile=False, eval=dict(knn=True, k=20))
+
+def check_config_compile(cfg:dict) -> list[str]:
+    "Check a config's `compile` before any work: a known backend, and a method with blocks (built on the meta device)"
+    if not check_compile(cfg.get('compile', False)): return []
+    with torch.device('meta'): model = build_method(cfg)[0]  # shapes only: no memory, no initialisation cost
+    return block_owners(model)
 
 def resolve_lr(cfg:dict) -> dict:
     "Apply `lr_scaling` (SimMIM: 512): lr, warmup_lr and min_lr times global batch / lr_scaling"
@@ -830,6 +868,7 @@ def pretrain(config:dict, # a config like `default_config(...)`, fully resolved
     cfg = {**default_config(config.get('method', 'toy')), **config}
     check_choice('method', cfg['method'], tuple(METHODS))
     check_int('img_size', cfg['img_size'], 8)
+    check_config_compile(cfg)
     if cfg.get('lr_scaling') is not None: check_int('lr_scaling', cfg['lr_scaling'], 1)
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix='masklab-run-'))
     if resume and not checkpoints(out/'checkpoints'):
@@ -846,7 +885,7 @@ def pretrain(config:dict, # a config like `default_config(...)`, fully resolved
                  optim=cfg['optim'], precision=cfg['precision'], device=cfg['device'], seed=cfg['seed'], out=out,
                  log_every=cfg['log_every'], save_every=cfg['save_every'], keep_checkpoints=cfg['keep_checkpoints'],
                  num_workers=cfg['num_workers'], progress=progress, config=cfg,
-                 skip_nonfinite=cfg.get('skip_nonfinite', 0))
+                 skip_nonfinite=cfg.get('skip_nonfinite', 0), compile=cfg.get('compile', False))
     knn = cfg['eval'].get('knn') and tr.env.is_main and hasattr(ds, 'labels')
     before = knn_accuracy(*embed_dataset(tr.module, ds, cfg['img_size'], device=tr.env.device), k=min(cfg['eval']['k'], len(ds) - 1)) if knn and not resume else None
     summary = dict(method=cfg['method'], data=cfg['data'], out=str(out), **tr.fit(resume))

@@ -21,7 +21,7 @@ def _check_step(d, sides=('masklab', 'lightly')):
         for s in sides:
             assert r[s]['images_per_s']['min'] <= r[s]['images_per_s']['median'] <= r[s]['images_per_s']['max']
             assert r[s]['flops']['total'] > 0 and r[s]['mfu'] > 0
-        if len(sides) == 2: assert r['ratio_masklab_over_lightly']['median'] > 0
+        if {'masklab', 'lightly'} <= set(sides): assert r['ratio_masklab_over_lightly']['median'] > 0
 
 def test_bench_scripts(capsys, monkeypatch):
     pytest.importorskip('lightly', reason='the bench extra (pip install -e ".[bench]") is not installed')
@@ -40,13 +40,16 @@ def test_bench_scripts(capsys, monkeypatch):
     assert all('time_over_time_at_largest' in r for r in d['size']['rows'])
     res['optim'] = d = _run(capsys, monkeypatch, 'bench_optim')
     assert set(d['step_s']) == {'for_loop', 'foreach', 'fused'} and d['fused_speedup_over_for_loop'] > 0
+    res['layout'] = d = _run(capsys, monkeypatch, 'bench_layout')
+    assert d['step_nchw_over_channels_last'] > 0 and 0 < d['convs_share_of_step'] < 1
     res['data'] = d = _run(capsys, monkeypatch, 'bench_data')
     for k in ('msn', 'simmim'): assert d[k]['per_worker_samples_per_s'] > 0
     res['memory_simmim_masklab'] = d = _run(capsys, monkeypatch, 'bench_memory', '--method', 'simmim', '--side', 'masklab')
     assert d['step_peak_mib'] >= 0 and d['peak_mib'] > 0
     import run
     md = '\n'.join(run.summary(res))
-    for text in ('msn_step', 'simmim_step', 'patch_drop', 'image size', 'samples/s per worker', 'fused', 'step peak MiB'):
+    for text in ('msn_step', 'simmim_step', 'patch_drop', 'image size', 'samples/s per worker', 'fused', 'channels-last',
+                 'step peak MiB'):
         assert text in md
 
 def test_bench_simmim_swin_masklab_only(capsys, monkeypatch):
@@ -57,3 +60,13 @@ def test_bench_simmim_swin_masklab_only(capsys, monkeypatch):
     assert d['masked_tokens_per_image'] == 192  # 64 px, 4 px tokens: 3 of 4 32-px units (ratio 0.6, rounded up)
     import run
     assert '| simmim_step | swin_micro |' in '\n'.join(run.summary({'simmim_swin': d}))
+
+def test_bench_compile_side(capsys, monkeypatch):
+    "--compile adds masklab_compiled (Trainer(compile=True)) beside the eager side, with the same FLOPs, and run.py tables it"
+    d = _run(capsys, monkeypatch, 'bench_simmim', '--sides', 'masklab', '--compile')
+    _check_step(d, sides=('masklab', 'masklab_compiled'))
+    r = d['results']['vit_micro']
+    assert r['masklab_compiled']['flops'] == r['masklab']['flops'] and r['ratio_masklab_compiled_over_masklab']['median'] > 0
+    import run
+    md = '\n'.join(run.summary({'simmim': d}))
+    assert '`Trainer(compile=True)`' in md and '| simmim_step | vit_micro | 2 |' in md

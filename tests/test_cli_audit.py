@@ -49,6 +49,7 @@ CASES = [  # (command, option, bad value, words the error line must hold)
     ('sweep', '--batch-size', '0', '--batch-size must be >= 1'), ('sweep', '--save-every', '-1', '--save-every must be >= 0'),
     ('sweep', '--out', '/dev/null/sweep', "'/dev/null' is not a folder"), ('sweep', '--device', 'tpu', '--device must be one of'),
     ('sweep', '--set', 'x', "--set 'x' must look like key=value"),
+    ('pretrain', '--set', 'compile="fast"', "compile must be true, false or a torch.compile backend"),
 ]
 
 @pytest.mark.parametrize('cmd, opt, value, words', CASES, ids=[f"{c}{o}={v}" for c, o, v, _ in CASES])
@@ -67,7 +68,7 @@ def test_every_option_is_covered():
     import argparse
     from masklab.cli import build_parser
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    free = {'--no-progress', '--resume', '--help', '--debug'}  # flags: no value to get wrong
+    free = {'--no-progress', '--resume', '--help', '--debug', '--compile'}  # flags: no value to get wrong (--compile: below)
     covered = {(c, o) for c, o, *_ in CASES}
     missing = [(name, a.option_strings[0]) for name, sp in sub.choices.items() for a in sp._actions
                if a.option_strings and a.option_strings[0] not in free and a.option_strings[0] != '-h'
@@ -82,3 +83,12 @@ def test_out_that_is_a_file_is_refused_and_kept(tmp_path, monkeypatch, capsys):
         assert main(BASE[cmd] + ['--out', 'notes.txt']) == 2
         assert "--out 'notes.txt' exists and is not a folder" in capsys.readouterr().err
     assert (tmp_path/'notes.txt').read_text() == 'keep me' and sorted(p.name for p in tmp_path.iterdir()) == ['notes.txt']
+
+@pytest.mark.parametrize('cmd', ['pretrain', 'sweep'])
+def test_compile_without_blocks_is_refused(cmd, tmp_path, monkeypatch, capsys):
+    "--compile on a method with no transformer blocks (toy): one line naming the model, exit 2, nothing written"
+    monkeypatch.chdir(tmp_path)
+    rc = main(BASE[cmd] + ['--compile'] + (['--metric', 'step_time'] if cmd == 'sweep' else []))
+    err = capsys.readouterr().err
+    assert rc == 2 and 'Traceback' not in err and 'compile: ToyMethod has no transformer blocks' in err, (rc, err)
+    assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())

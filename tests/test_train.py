@@ -113,3 +113,19 @@ def test_param_groups_official_rules():
     g = {n: grp['weight_decay'] for grp in param_groups(enc, 0.04, keywords=('prototypes', 'bn'), use_model_list=False)
          for n in grp['names']}
     assert g['pos_embed'] == 0.04 and g['blocks.0.norm1.weight'] == 0.0  # MSN decays its 3-D position embedding
+
+def test_compile_flag_keeps_the_run(tmp_path, monkeypatch, capsys):
+    """`masklab pretrain --compile` (inductor on the transformer blocks): the same losses as the eager run, the same
+    parameter names in model.safetensors, and `compile` stored in the config"""
+    from safetensors.torch import load_file
+    from masklab.cli import main
+    monkeypatch.chdir(tmp_path)
+    base = ['pretrain', '--method', 'simmim', '--preset', 'tiny', '--max-steps', '3', '--no-progress', '--save-every', '2']
+    runs = {}
+    for name, extra in (('eager', []), ('compiled', ['--compile'])):
+        assert main(base + ['--out', name] + extra) == 0
+        capsys.readouterr()
+        runs[name] = [json.loads(l)['loss'] for l in (tmp_path/name/'metrics.jsonl').read_text().splitlines()]
+    assert runs['compiled'] == pytest.approx(runs['eager'], rel=1e-4, abs=1e-5), runs
+    assert json.loads((tmp_path/'compiled'/'config.json').read_text())['compile'] is True
+    assert load_file(tmp_path/'compiled'/'model.safetensors').keys() == load_file(tmp_path/'eager'/'model.safetensors').keys()
