@@ -26,10 +26,10 @@ __all__ = ['NO_DECAY_KEYWORDS', 'SCHEDULES', 'FORMAT', 'METHODS', 'DistEnv', 'in
            'DistBatchNorm', 'has_batchnorm', 'sync_batchnorm', 'param_groups', 'scale_lr', 'simmim_lr', 'msn_lr',
            'msn_weight_decay', 'msn_momentum', 'Schedule', 'default_schedule', 'ema_update', 'ToyMethod', 'SkipSampler',
            'atomic_write', 'save_state', 'load_state', 'optimizer_to_state', 'optimizer_from_state', 'rng_to_state',
-           'rng_from_state', 'check_compile', 'block_owners', 'compile_blocks', 'TrainingError', 'checkpoints',
-           'Trainer', 'state_dict_tensors', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'train_step',
-           'fit', 'register_method', 'build_method', 'MaskedView', 'collate_masked', 'embed_dataset', 'knn_accuracy',
-           'default_config', 'check_config_compile', 'resolve_lr', 'pretrain', 'load_run']
+           'rng_from_state', 'check_compile', 'check_cpu_compiler', 'block_owners', 'compile_blocks', 'TrainingError',
+           'checkpoints', 'Trainer', 'state_dict_tensors', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint',
+           'train_step', 'fit', 'register_method', 'build_method', 'MaskedView', 'collate_masked', 'embed_dataset',
+           'knn_accuracy', 'default_config', 'check_config_compile', 'resolve_lr', 'pretrain', 'load_run']
 
 # %% ../nbs/08_train.ipynb #bc1f0780
 @dataclass
@@ -386,6 +386,16 @@ def check_compile(compile, # False | True | a torch.compile backend name
     if isinstance(compile, str) and compile in backends: return compile
     raise ValueError(f"compile must be true, false or a torch.compile backend ({', '.join(backends)}), got {compile!r}")
 
+def check_cpu_compiler(backend:str|None, device) -> None:
+    "Inductor builds CPU kernels with a C++ compiler: refuse compile=True on a CPU without one, before any work"
+    if backend != 'inductor' or torch.device(device).type != 'cpu': return
+    try: from torch._inductor.cpp_builder import get_cpp_compiler  # torch's own search (CXX, g++, clang++)
+    except ImportError: return  # a torch that moved it: let the first step say what is missing
+    try: get_cpp_compiler()
+    except Exception as e:
+        raise ValueError(f"compile=True on a CPU needs a C++ compiler, which inductor builds its kernels with; none was "
+                         f"found ({type(e).__name__}). Install g++ or clang++, or use compile=False") from None
+
 def block_owners(model:nn.Module) -> list[str]:
     "The modules of `model` that hold a `blocks` list (timm ViTs, Swin stages); refuses a model with none"
     owners = [n for n, m in model.named_modules() if isinstance(getattr(m, 'blocks', None), (nn.ModuleList, nn.Sequential))]
@@ -495,6 +505,7 @@ class Trainer:
         self.collate, self.out, self.progress, self.config = collate, (Path(out) if out else None), progress, config or {}
         self.module = model.to(dev)
         if self.env.distributed and has_batchnorm(self.module): self.module = sync_batchnorm(self.module, dev)
+        check_cpu_compiler(self.backend, dev)
         self.compiled = compile_blocks(self.module, self.backend) if self.backend else []
         self.module.train()
         self.opt = torch.optim.AdamW(param_groups(self.module, self.sched.wd, self.optim_cfg['keywords'],

@@ -129,3 +129,14 @@ def test_compile_flag_keeps_the_run(tmp_path, monkeypatch, capsys):
     assert runs['compiled'] == pytest.approx(runs['eager'], rel=1e-4, abs=1e-5), runs
     assert json.loads((tmp_path/'compiled'/'config.json').read_text())['compile'] is True
     assert load_file(tmp_path/'compiled'/'model.safetensors').keys() == load_file(tmp_path/'eager'/'model.safetensors').keys()
+
+def test_compile_on_cpu_without_a_compiler_is_refused(ds, monkeypatch):
+    "Inductor on a CPU with no C++ compiler: a ValueError before any work, not an error inside the first step"
+    import torch._inductor.cpp_builder as cb
+    def missing(): raise RuntimeError('no working C++ compiler found')
+    monkeypatch.setattr(cb, 'get_cpp_compiler', missing)
+    with pytest.raises(ValueError, match='compile=True on a CPU needs a C\\+\\+ compiler'):
+        make(ds, compile=True)
+    from masklab.train import check_cpu_compiler
+    check_cpu_compiler('aot_eager', 'cpu')  # other backends build nothing
+    check_cpu_compiler('inductor', 'meta')  # and only CPU kernels need the compiler
