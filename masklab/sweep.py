@@ -232,7 +232,7 @@ def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset);
         cfg = json.loads(json.dumps(base))
         for k, v in p.items(): set_key(cfg, k, v)
         cfgs.append(cfg)
-    for cfg in cfgs:  # a bad data spec, a metric the method lacks or a compile it cannot take fails here, before the sweep folder is made
+    for cfg in cfgs:  # bad data, a metric the method lacks or a compile it cannot take: fail before the folder is made
         if isinstance(cfg.get('data'), (str, Path)): check_data(cfg['data'])
         check_config_compile(cfg)
         for m in metrics:

@@ -408,10 +408,11 @@ def compile_blocks(model:nn.Module, # a method or an encoder; every `blocks` lis
                    backend:str='inductor', # a torch.compile backend (`torch.compiler.list_backends()`)
                   ) -> list[str]: # the block lists compiled, by name
     "Compile each transformer block of `model` in place: same parameter names, same numerics up to rounding"
-    backend = check_compile(backend)
+    name = check_compile(backend)
+    if name is None: raise ValueError(f"backend must name a torch.compile backend, got {backend!r}")
     owners = block_owners(model)
     for n in owners:
-        for block in model.get_submodule(n).blocks: block.compile(backend=backend)
+        for block in model.get_submodule(n).blocks: block.compile(backend=name)
     return [f"{n}.blocks" if n else 'blocks' for n in owners]
 
 # %% ../nbs/08_train.ipynb #cae6a725
