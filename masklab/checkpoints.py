@@ -6,7 +6,8 @@ Docs: https://masklab.github.io/masklab/checkpoints.html.md"""
 
 # %% ../nbs/12_checkpoints.ipynb #e3f47d13
 from __future__ import annotations
-import json, pickle, re, warnings
+import _compat_pickle, json, pickle, re, reprlib, sys, warnings, zipfile
+from collections import OrderedDict
 from pathlib import Path
 import torch
 from torch import nn
@@ -15,14 +16,195 @@ from .train import atomic_write, save_state, load_state
 class CheckpointError(ValueError):
     "A checkpoint that cannot be used: unreadable, unsafe, or for another model; the message names the file"
 
-
 # %% auto #0
-__all__ = ['CheckpointError', 'load', 'save', 'mismatch', 'load_into', 'to_official_msn', 'import_msn', 'to_official_simmim',
-           'import_simmim']
+__all__ = ['CheckpointError', 'Pickled', 'load', 'save', 'mismatch', 'load_into', 'to_official_msn', 'import_msn',
+           'to_official_simmim', 'import_simmim']
+
+# %% ../nbs/12_checkpoints.ipynb #efc824ef
+class _Global(type):
+    "The type of a placeholder class: its repr names the global it stands for"
+    def __repr__(cls): return f"<global {cls.name}, never imported>"
+
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxdict, _short.maxlist, _short.maxstring, _short.maxother = 4, 12, 8, 60, 400
+
+class Pickled(metaclass=_Global):
+    "A global that a checkpoint's pickle named, never imported nor called: its dotted `name` and all the pickle gave it"
+    name = ''  # set on each placeholder class: 'yacs.config.CfgNode', 'posix.system', ...
+    def __new__(cls, *args, **kwargs):  # where the pickle calls the global (REDUCE) or its __new__ (NEWOBJ): record only
+        self = object.__new__(cls)
+        self.args, self.kwargs, self.state, self.listitems, self.dictitems = args, kwargs, None, [], {}
+        return self
+    # the pickle's BUILD, SETITEMS, APPENDS and ADDITEMS land here and are recorded
+    def __setstate__(self, state): self.state = state
+    def __setitem__(self, k, v): self.dictitems[k] = v
+    def append(self, v): self.listitems.append(v)
+    def extend(self, vs): self.listitems.extend(vs)
+    def add(self, v): self.listitems.append(v)
+    # read a dict-like placeholder (a yacs CfgNode, say) as the dict it was: p['MODEL']['TYPE'], dict(p)
+    def __getitem__(self, k): return self.dictitems[k]
+    def keys(self): return self.dictitems.keys()
+    def __repr__(self):
+        got = [f"{k}={_short.repr(v)}" for k, v in (('args', self.args), ('kwargs', self.kwargs), ('state', self.state),
+               ('listitems', self.listitems), ('dictitems', self.dictitems)) if v]
+        return f"Pickled({', '.join([self.name] + got)})"
+
+def _placeholder(name:str) -> type:
+    "A new placeholder class for the global `name`"
+    return _Global(name.rsplit('.', 1)[-1], (Pickled,), dict(name=name, __module__=__name__, __qualname__=f"Pickled[{name}]"))
+
+def _bad(what): raise pickle.UnpicklingError(f"malformed {what}")
+def _ints(x): return isinstance(x, (tuple, list)) and all(type(i) is int for i in x)
+
+def _tensor(storage, offset, size, stride, requires_grad, metadata, dtype=None):
+    "A tensor viewing `storage`, as a torch file describes it; backward hooks are never attached"
+    if not (isinstance(storage, torch.storage.TypedStorage) and type(offset) is int and _ints(size) and _ints(stride)
+            and len(size) == len(stride) and isinstance(requires_grad, bool) and (metadata is None or isinstance(metadata, dict))):
+        _bad('tensor record')
+    dtype = storage.dtype if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype): _bad('tensor dtype')
+    t = torch.empty((0,), dtype=dtype).set_(storage._untyped_storage, offset, tuple(size), tuple(stride))
+    if metadata:  # the conj / neg bits
+        if not all(isinstance(k, str) and isinstance(v, bool) for k, v in metadata.items()): _bad('tensor metadata')
+        torch._utils.set_tensor_metadata(t, metadata)
+    return t.requires_grad_(requires_grad)
+
+def _tensor_v2(storage, offset, size, stride, requires_grad, hooks, metadata=None):
+    return _tensor(storage, offset, size, stride, requires_grad, metadata)
+def _tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
+    return _tensor(storage, offset, size, stride, requires_grad, metadata, dtype)
+def _parameter(data, requires_grad, hooks, state=None):
+    "An `nn.Parameter` (python attributes a file keeps in `state` are dropped; hooks never attached)"
+    if not (isinstance(data, torch.Tensor) and isinstance(requires_grad, bool)): _bad('parameter record')
+    return nn.Parameter(data, requires_grad)
+def _from_type(func, new_type, args, state):
+    "A tensor of a subclass: `torch.Tensor` / `Parameter` come back as tensors, any other class as a placeholder holding the tensor"
+    out = func(*args) if isinstance(args, tuple) else _bad('tensor subclass record')
+    if isinstance(new_type, _Global) and new_type.name in ('torch.Tensor', 'torch.nn.parameter.Parameter'): return out
+    return _placeholder('torch._tensor._rebuild_from_type_v2')(out, new_type, state)
+def _bytes(*args):
+    "`bytes()`, how protocol 2 writes an empty bytes; any other call is a placeholder"
+    return b'' if not args else _placeholder('builtins.bytes')(*args)
+def _encode(s, encoding='utf-8'):
+    "`_codecs.encode(str, 'latin1')`, how protocol 2 writes bytes; no other codec is looked up"
+    if isinstance(s, str) and encoding in ('latin1', 'latin-1'): return s.encode('latin-1')
+    return _placeholder('_codecs.encode')(s, encoding)
+
+class _StorageType:
+    "A storage type named in a persistent id (`torch.FloatStorage`, ...): only its dtype is used"
+    def __init__(self, name, dtype): self.name, self.dtype = name, dtype
+    def __repr__(self): return f"<storage type {self.name}>"
+
+def _safe_globals() -> dict:
+    "Every global masklab rebuilds, by dotted name (torch's namespace is read with `vars`, which imports nothing)"
+    out = {f"builtins.{k}": v for k, v in dict(set=set, frozenset=frozenset, complex=complex, slice=slice, bytes=_bytes).items()}
+    out.update({'collections.OrderedDict': OrderedDict, '_codecs.encode': _encode, 'torch.Size': torch.Size,
+                'torch.device': torch.device, 'torch._utils._rebuild_tensor_v2': _tensor_v2,
+                'torch._utils._rebuild_tensor_v3': _tensor_v3, 'torch._utils._rebuild_parameter': _parameter,
+                'torch._utils._rebuild_parameter_with_state': _parameter, 'torch._tensor._rebuild_from_type_v2': _from_type})
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)  # 'TypedStorage is deprecated': only the dtype is read
+        for k, v in vars(torch).items():
+            if isinstance(v, torch.dtype): out[f"torch.{k}"] = v
+            elif isinstance(v, type) and k.endswith('Storage') and issubclass(v, torch.storage._LegacyStorage):
+                out[f"torch.{k}"] = _StorageType(f"torch.{k}", v.dtype)
+    for k in ('torch.UntypedStorage', 'torch.storage.UntypedStorage'): out[k] = _StorageType(k, torch.uint8)
+    return out
+
+_SAFE = _safe_globals()
+
+class _Unpickler(pickle.Unpickler):
+    "Rebuilds tensors, storages and plain containers; every other global becomes a `Pickled` placeholder class"
+    def __init__(self, file, persistent=None):
+        super().__init__(file, encoding='utf-8')
+        self._persistent, self._made = persistent, {}
+    def find_class(self, module, name):
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+        dotted = f"{module}.{name}"  # a protocol-2 file's Python 2 names read as Python 3 ones (`__builtin__` is `builtins`)
+        if dotted in _SAFE: return _SAFE[dotted]
+        if dotted not in self._made: self._made[dotted] = _placeholder(dotted)
+        return self._made[dotted]
+    def persistent_load(self, pid):
+        if self._persistent is None: raise pickle.UnpicklingError("a persistent id outside a torch file's main pickle")
+        return self._persistent(pid)
+
+# %% ../nbs/12_checkpoints.ipynb #92afc7e2
+def _ascii(x): return x.decode('ascii') if isinstance(x, bytes) else x
+
+def _storage(buf:bytearray, dtype:torch.dtype, swap:bool) -> torch.storage.TypedStorage:
+    "`buf` as a storage of `dtype`; `swap` reverses each element's bytes (a file written on a machine of the other byte order)"
+    u8 = torch.frombuffer(buf, dtype=torch.uint8) if len(buf) else torch.empty(0, dtype=torch.uint8)
+    unit = dtype.itemsize // (2 if dtype.is_complex else 1)
+    if swap and unit > 1: u8 = u8.view(-1, unit).flip(1).reshape(-1).clone()
+    return torch.storage.TypedStorage(wrap_storage=u8.untyped_storage(), dtype=dtype, _internal=True)
+
+def _read_zip(path:Path):
+    "A `torch.save` zip archive: `<name>/data.pkl` through the unpickler, each storage from its record `<name>/data/<key>`"
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        if any(n.endswith('/constants.pkl') for n in names):
+            raise CheckpointError(f"checkpoint {str(path)!r} is a TorchScript archive (torch.jit.save): a program, "
+                                  f"not a weights file; masklab does not load it")
+        pkl = sorted(n for n in names if n.endswith('/data.pkl') and n.count('/') == 1)
+        if not pkl: raise CheckpointError(f"checkpoint {str(path)!r} is a zip archive without a torch data.pkl")
+        pre = pkl[0][:-len('data.pkl')]
+        order = z.read(pre + 'byteorder').decode() if pre + 'byteorder' in names else 'little'  # torch's default
+        if order not in ('little', 'big'): _bad(f"byte order {order!r}")
+        storages = {}
+        def persistent(pid):
+            if not (isinstance(pid, tuple) and len(pid) == 5 and _ascii(pid[0]) == 'storage'): _bad(f"persistent id {pid!r}")
+            stype, key, numel = pid[1], str(pid[2]), pid[4]
+            if not (isinstance(stype, _StorageType) and type(numel) is int): _bad(f"storage record {pid!r}")
+            if key not in storages:
+                rec, nbytes = f"{pre}data/{key}", numel * stype.dtype.itemsize
+                if rec not in names or z.getinfo(rec).file_size != nbytes: _bad(f"storage {rec!r} (expected {nbytes} bytes)")
+                storages[key] = _storage(bytearray(z.read(rec)), stype.dtype, order != sys.byteorder)
+            s = storages[key]
+            return s if s.dtype == stype.dtype else torch.storage.TypedStorage(wrap_storage=s._untyped_storage, dtype=stype.dtype, _internal=True)
+        with z.open(pkl[0]) as f: return _Unpickler(f, persistent).load()
+
+_MAGIC, _PROTOCOL = 0x1950a86a20f9469cfc6c, 1001  # the first two pickles of torch's legacy format
+
+def _read_legacy(path:Path):
+    "torch's legacy format (`_use_new_zipfile_serialization=False`): magic, version, sys_info, the main pickle, the storage keys, then each storage's bytes"
+    size = path.stat().st_size
+    with open(path, 'rb') as f:
+        head = lambda: _Unpickler(f).load()
+        if head() != _MAGIC: raise CheckpointError(f"checkpoint {str(path)!r} is a bare pickle, not a torch file (no torch magic number)")
+        if head() != _PROTOCOL: _bad("legacy torch file: unknown protocol version")
+        info = head()
+        swap = isinstance(info, dict) and isinstance(info.get('little_endian'), bool) and info['little_endian'] != (sys.byteorder == 'little')
+        roots, views = {}, {}
+        def persistent(pid):
+            if isinstance(pid, tuple) and len(pid) == 4 and _ascii(pid[0]) == 'module': return pid[1]  # a class saved with its source: the source is never compiled
+            if not (isinstance(pid, tuple) and len(pid) == 6 and _ascii(pid[0]) == 'storage'): _bad(f"persistent id {pid!r}")
+            stype, root, _, numel, view = pid[1:]
+            if not (isinstance(stype, _StorageType) and type(numel) is int and 0 <= numel * stype.dtype.itemsize <= size):
+                _bad(f"storage record {pid[:5]!r}")
+            el = stype.dtype.itemsize
+            if root not in roots: roots[root] = torch.storage.TypedStorage(wrap_storage=torch.UntypedStorage(numel * el), dtype=stype.dtype, _internal=True)
+            if view is None: return roots[root]
+            if not (isinstance(view, tuple) and len(view) == 3 and _ints(view[1:])): _bad(f"storage view {view!r}")
+            if view[0] not in views:
+                u = roots[root]._untyped_storage[view[1] * el:(view[1] + view[2]) * el]
+                views[view[0]] = torch.storage.TypedStorage(wrap_storage=u, dtype=stype.dtype, _internal=True)
+            return views[view[0]]
+        out = _Unpickler(f, persistent).load()
+        for key in head():  # the storages' bytes, in this order: each an int64 element count, then the elements
+            if key not in roots: _bad(f"storage key {key!r}")
+            s = roots[key]
+            n = int.from_bytes(f.read(8), 'big' if swap != (sys.byteorder == 'big') else 'little') * s.dtype.itemsize
+            buf = bytearray(f.read(n))
+            if n != s._untyped_storage.nbytes() or len(buf) != n: _bad(f"storage {key!r}: {len(buf)} bytes where {s._untyped_storage.nbytes()} were expected")
+            src = torch.empty(0, dtype=torch.uint8).set_(_storage(buf, s.dtype, swap)._untyped_storage)
+            torch.empty(0, dtype=torch.uint8).set_(s._untyped_storage).copy_(src)
+    return out
 
 # %% ../nbs/12_checkpoints.ipynb #3d9c4712
+_KEEP = (int, float, complex, str, bytes, bool, type(None), list, tuple, set, frozenset, Pickled, _Global)
+
 def _flatten(obj, prefix:str, tensors:dict, meta:dict):
-    "Tensors of a nested dict/list under dotted keys; everything else into `meta`"
+    "Tensors of a nested dict/list under dotted keys; everything else into `meta` (placeholders as they are, other objects as their repr)"
     if isinstance(obj, torch.Tensor): tensors[prefix] = obj; return
     if isinstance(obj, dict):
         for k, v in obj.items(): _flatten(v, f"{prefix}.{k}" if prefix else str(k), tensors, meta)
@@ -30,43 +212,39 @@ def _flatten(obj, prefix:str, tensors:dict, meta:dict):
     if isinstance(obj, (list, tuple)) and any(isinstance(v, (torch.Tensor, dict)) for v in obj):
         for i, v in enumerate(obj): _flatten(v, f"{prefix}.{i}" if prefix else str(i), tensors, meta)
         return
-    meta[prefix] = obj if isinstance(obj, (int, float, str, bool, type(None), list, tuple)) else repr(obj)
+    meta[prefix] = obj if isinstance(obj, _KEEP) else repr(obj)
 
 def _kind(path:Path) -> str:
-    "What the file's first bytes say it is: 'safetensors' | 'torch-zip' | 'pickle' | 'unknown'"
-    with open(path, 'rb') as f: head = f.read(16)
+    "What the file's first bytes say it is: 'safetensors' | 'torch-zip' | 'pickle' | 'tar' | 'unknown'"
+    with open(path, 'rb') as f: head = f.read(512)
     if head[:4] == b'PK\x03\x04': return 'torch-zip'
     if head[:1] == b'\x80': return 'pickle'
     if len(head) >= 9 and head[8:9] == b'{': return 'safetensors'
+    if head[257:262] == b'ustar': return 'tar'
     return 'unknown'
 
 def load(path, # a .safetensors file (masklab's own or any other), or a torch .pt/.pth/.ckpt file
         ) -> tuple[dict[str, torch.Tensor], dict]: # (tensors under dotted keys, metadata)
-    "Load weights or training state without unpickling code: safetensors, or `torch.load(weights_only=True)`"
+    "Load weights or training state without running code: safetensors, or a torch file read by masklab's restricted unpickler"
     if not isinstance(path, (str, Path)): raise TypeError(f"path must be a str or Path, got {type(path).__name__}")
     path = Path(path).expanduser()
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
     kind = _kind(path)
     if kind == 'safetensors': return load_state(path)
+    if kind == 'tar':
+        raise CheckpointError(f"checkpoint {str(path)!r} is a tar archive (the torch format before PyTorch 0.4 is one): "
+                              f"masklab does not read it")
     if kind == 'unknown':
         raise CheckpointError(f"checkpoint {str(path)!r} is neither safetensors nor a torch file "
                               f"({path.stat().st_size} bytes; empty, truncated or another format)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', UserWarning)  # 'pickle protocol N' notes: the refusal below says what matters
-            obj = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        why = next((l.strip() for l in first if 'GLOBAL' in l or 'Unsupported' in l), first[0] if first else '')
-        raise CheckpointError(f"checkpoint {str(path)!r} was refused: it holds pickled objects that are not plain "
-                              f"tensors and containers, and masklab never runs code from a file ({why})") from None
+    try: obj = _read_zip(path) if kind == 'torch-zip' else _read_legacy(path)
+    except CheckpointError: raise
     except Exception as e:
         raise CheckpointError(f"checkpoint {str(path)!r} could not be read (truncated or corrupt?): "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     tensors, meta = {}, {'format': 'torch'}
     _flatten(obj, '', tensors, meta)
     return tensors, meta
-
 
 # %% ../nbs/12_checkpoints.ipynb #0e417172
 def save(path, # the destination (its folder must exist); `.safetensors` by convention

@@ -1,10 +1,11 @@
-"""masklab.checkpoints: no pickled code runs, damaged files name themselves, mismatches say what differs, and the
-official SimMIM / MSN layouts import bit for bit."""
-import os, pickle
+"""masklab.checkpoints: no pickled code runs (other globals become inert placeholders), damaged files name themselves,
+mismatches say what differs, and the official SimMIM / MSN layouts, as the official code saves them, import bit for bit."""
+import collections, os, pickle, sys, types
+from contextlib import contextmanager
 from pathlib import Path
 import pytest, torch
 from torch import nn
-from masklab.checkpoints import (CheckpointError, load, save, load_into, mismatch, import_msn, import_simmim,
+from masklab.checkpoints import (CheckpointError, Pickled, load, save, load_into, mismatch, import_msn, import_simmim,
                                  to_official_msn, to_official_simmim)
 
 torch.set_num_threads(1)
@@ -13,15 +14,169 @@ class Evil:
     def __init__(self, marker): self.marker = marker
     def __reduce__(self): return (os.system, (f"touch {self.marker}",))
 
-@pytest.mark.parametrize('how', ['torch', 'torch-nested', 'pickle'])
-def test_pickled_code_is_refused_and_never_runs(tmp_path, how):
+class EvilExec:
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+@pytest.mark.parametrize('how', ['torch', 'torch-nested', 'legacy'])
+def test_pickled_code_never_runs_and_is_named(tmp_path, how):
     marker, f = tmp_path/'PWNED', tmp_path/'evil.pth'
-    if how == 'torch': torch.save({'w': torch.ones(2), 'x': Evil(marker)}, f)
-    elif how == 'torch-nested': torch.save({'model': {'w': torch.ones(2)}, 'args': [1, {'a': Evil(marker)}]}, f)
-    else: f.write_bytes(pickle.dumps({'x': Evil(marker)}))
-    with pytest.raises(CheckpointError, match='refused') as e: load(f)
-    assert str(f) in str(e.value)
+    obj = {'model': {'w': torch.ones(2)}, 'x': Evil(marker), 'args': [1, {'a': EvilExec(marker)}]}
+    torch.save(obj, f, _use_new_zipfile_serialization=how != 'legacy')
+    if how == 'torch-nested': torch.save({'outer': obj}, f)
+    before = set(sys.modules)
+    t, m = load(f)
     assert not marker.exists(), 'the pickled code ran'
+    assert set(sys.modules) == before, 'the load imported a module'
+    pre = 'outer.' if how == 'torch-nested' else ''
+    assert torch.equal(t[pre + 'model.w'], torch.ones(2))
+    x, a = m[pre + 'x'], m[pre + 'args.1.a']
+    assert isinstance(x, Pickled) and x.name == f"{os.system.__module__}.system" and x.args == (f"touch {marker}",)
+    assert isinstance(a, Pickled) and a.name == 'builtins.exec' and 'PWNED' in a.args[0]
+    assert repr(type(x)) == f"<global {os.system.__module__}.system, never imported>"
+
+def test_bare_pickle_is_refused_and_never_runs(tmp_path):
+    marker, f = tmp_path/'PWNED', tmp_path/'evil.pth'
+    f.write_bytes(pickle.dumps({'x': Evil(marker)}, protocol=2))
+    with pytest.raises(CheckpointError, match='bare pickle, not a torch file') as e: load(f)
+    assert str(f) in str(e.value) and not marker.exists()
+
+def test_a_module_named_by_the_file_is_never_imported(tmp_path, monkeypatch):
+    "A function of a module not yet imported: the module's import would have side effects, its function another"
+    mod, imported, called = 'masklab_test_sideeffect_mod', tmp_path/'IMPORTED', tmp_path/'CALLED'
+    (tmp_path/f'{mod}.py').write_text(f"open({str(imported)!r}, 'w').close()\n"
+                                      f"def boom(path): open(path, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    m = __import__(mod)
+    class Call:
+        def __reduce__(self): return (m.boom, (str(called),))
+    torch.save({'w': torch.zeros(3), 'x': Call()}, tmp_path/'f.pth')
+    del sys.modules[mod]; imported.unlink()
+    t, meta = load(tmp_path/'f.pth')
+    assert mod not in sys.modules and not imported.exists() and not called.exists()
+    assert meta['x'].name == f"{mod}.boom" and meta['x'].args == (str(called),) and torch.equal(t['w'], torch.zeros(3))
+
+@pytest.mark.parametrize('zipped', [True, False], ids=['zip', 'legacy'])
+def test_torch_formats_rebuild_exactly(tmp_path, zipped):
+    "Every dtype, shared storages and views, conj bits, parameters, bytes, sets: as torch.load (trusted) returns them"
+    torch.manual_seed(0)
+    big = torch.randn(6, 4)
+    obj = {'f32': torch.randn(3), 'f16': torch.randn(2, dtype=torch.float16), 'bf16': torch.randn(2, dtype=torch.bfloat16),
+           'f64': torch.randn(2, dtype=torch.float64), 'u16': torch.ones(3, dtype=torch.uint16),
+           'f8': torch.ones(2, dtype=torch.float8_e4m3fn), 'c64': torch.randn(2, dtype=torch.complex64),
+           'conj': torch.randn(3, dtype=torch.complex64).conj(), 'bool': torch.tensor([True, False]),
+           'i64': torch.arange(5), 'empty': torch.empty(0, 3), 'view': big[1:3, ::2], 'tail': big[2:],
+           'param': nn.Parameter(torch.randn(2)), 'grad': torch.randn(2).requires_grad_(),
+           'bytes': b'\x00\xffab', 'nobytes': b'', 'set': {1, 2}, 'fs': frozenset({'a'}), 'cplx': 1 + 2j,
+           'od': collections.OrderedDict(b=1, a=2), 'dtype': torch.bfloat16, 'dev': torch.device('cpu'), 'size': torch.Size([2, 3]),
+           'nested': [1, (2.5, 'x'), {'k': None}]}
+    f = tmp_path/'x.pth'
+    torch.save(obj, f, _use_new_zipfile_serialization=zipped)
+    from masklab.checkpoints import _read_zip, _read_legacy
+    got = (_read_zip if zipped else _read_legacy)(f)
+    torch.save(obj, tmp_path/'ref.pth')  # torch.load cannot read uint16 / float8 from a legacy file: the zip one is the reference
+    ref = torch.load(tmp_path/'ref.pth', weights_only=False)  # our own file: trusted
+    assert list(got) == list(ref)
+    raw = lambda t: t.resolve_conj().contiguous().view(torch.uint8) if t.dtype != torch.bool else t
+    for k, v in ref.items():
+        g = got[k]
+        assert type(g) is type(v), k
+        if isinstance(v, torch.Tensor):
+            assert (g.dtype, g.shape, g.stride(), g.storage_offset(), g.is_conj(), g.requires_grad) == \
+                   (v.dtype, v.shape, v.stride(), v.storage_offset(), v.is_conj(), v.requires_grad), k
+            assert torch.equal(raw(g), raw(v)), k
+        else: assert g == v, k
+    assert got['view'].untyped_storage().data_ptr() == got['tail'].untyped_storage().data_ptr()  # one storage, two views
+    t, m = load(f)
+    assert set(t) == {k for k, v in ref.items() if isinstance(v, torch.Tensor)}
+    assert m['bytes'] == b'\x00\xffab' and m['set'] == {1, 2} and m['nested.1'] == (2.5, 'x') and m['nested.2.k'] is None
+
+def test_storage_of_the_wrong_size_is_refused(tmp_path):
+    import zipfile
+    torch.save({'w': torch.ones(4)}, tmp_path/'good.pth')
+    with zipfile.ZipFile(tmp_path/'good.pth') as z, zipfile.ZipFile(tmp_path/'bad.pth', 'w') as out:
+        for n in z.namelist(): out.writestr(n, z.read(n)[:8] if n.endswith('/data/0') else z.read(n))
+    with pytest.raises(CheckpointError, match=r"could not be read.*storage .*data/0.*expected 16 bytes") as e: load(tmp_path/'bad.pth')
+    assert str(tmp_path/'bad.pth') in str(e.value)
+
+def test_torchscript_is_refused(tmp_path):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.jit.save(torch.jit.script(nn.Linear(2, 2)), tmp_path/'ts.pt')
+    with pytest.raises(CheckpointError, match='TorchScript archive'): load(tmp_path/'ts.pt')
+
+class CfgNode(dict):
+    "Stands in for yacs.config.CfgNode: a dict subclass whose keys pickle as dict items and whose flags live in __dict__"
+    def __init__(self, d=None):
+        super().__init__(d or {})
+        self.__dict__.update({'__immutable__': True, '__deprecated_keys__': set(), '__renamed_keys__': {}, '__new_allowed__': False})
+    def __getattr__(self, k):
+        if k in self: return self[k]
+        raise AttributeError(k)
+
+@contextmanager
+def registered_as(module:str, cls):
+    "Pickle `cls` under `module` (as the released files name yacs.config.CfgNode); sys.modules as it was afterwards"
+    names = [module.rsplit('.', 1)[0], module] if '.' in module else [module]
+    old = {k: sys.modules.get(k) for k in names}
+    cls.__module__, cls.__qualname__ = module, cls.__name__
+    for k in names: sys.modules[k] = types.ModuleType(k)
+    setattr(sys.modules[module], cls.__name__, cls)
+    try: yield
+    finally:
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__
+        for k, v in old.items():
+            if v is None: sys.modules.pop(k, None)
+            else: sys.modules[k] = v
+
+def official_simmim_save(model, path, cfg, epoch=99):
+    "What SimMIM's utils.save_checkpoint writes: model, optimizer, lr_scheduler, max_accuracy, epoch, config"
+    from timm.scheduler.cosine_lr import CosineLRScheduler
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    for p in model.parameters(): p.grad = torch.randn_like(p)
+    opt.step(); opt.zero_grad()
+    sched = CosineLRScheduler(opt, t_initial=1000, lr_min=1e-6, warmup_lr_init=5e-7, warmup_t=50, cycle_limit=1, t_in_epochs=False)
+    torch.save({'model': to_official_simmim(model)['model'], 'optimizer': opt.state_dict(), 'lr_scheduler': sched.state_dict(),
+                'max_accuracy': 0.0, 'epoch': epoch, 'config': cfg}, path)
+    return opt
+
+@pytest.mark.parametrize('name', ['simmim_vit_tiny', 'simmim_beit_tiny', 'simmim_swin_tiny'])
+def test_official_simmim_checkpoint_with_config_imports(tmp_path, name):
+    from masklab.encoders import create_encoder
+    from masklab.simmim import SimMIM
+    torch.manual_seed(0); src = SimMIM(create_encoder(name))
+    torch.manual_seed(1); dst = SimMIM(create_encoder(name))
+    kind = 'swin' if 'swin' in name else 'vit'
+    cfg = CfgNode(dict(MODEL=CfgNode(dict(TYPE=kind, NAME='simmim_pretrain')), TRAIN=CfgNode(dict(EPOCHS=100, BASE_LR=8e-4)),
+                       AMP_OPT_LEVEL='O1'))
+    f = tmp_path/'ckpt_epoch_99.pth'
+    with registered_as('yacs.config', CfgNode): opt = official_simmim_save(src, f, cfg)
+    before = set(sys.modules)
+    t, m = load(f)
+    assert set(sys.modules) == before and 'yacs.config' not in sys.modules
+    c = m['config']
+    assert isinstance(c, Pickled) and c.name == 'yacs.config.CfgNode' and c.args == ()
+    assert set(c.dictitems) == {'MODEL', 'TRAIN', 'AMP_OPT_LEVEL'} and c['MODEL']['TYPE'] == kind and c['TRAIN']['BASE_LR'] == 8e-4
+    assert isinstance(c['MODEL'], Pickled) and dict(c['MODEL']) == {'TYPE': kind, 'NAME': 'simmim_pretrain'}
+    assert c.state == {'__immutable__': True, '__deprecated_keys__': set(), '__renamed_keys__': {}, '__new_allowed__': False}
+    assert m['epoch'] == 99 and m['max_accuracy'] == 0.0 and m['lr_scheduler.t_initial'] == 1000
+    osd = opt.state_dict()
+    assert torch.equal(t['optimizer.state.0.exp_avg'], osd['state'][0]['exp_avg']) and m['optimizer.param_groups.0.lr'] == osd['param_groups'][0]['lr'] == 5e-7
+    import_simmim(f, dst)
+    for k, v in src.state_dict().items(): assert torch.equal(v, dst.state_dict()[k]), k
+    enc = create_encoder(name); import_simmim(f, enc)  # into a bare encoder, as for fine-tuning
+    for k, v in src.encoder.state_dict().items(): assert torch.equal(v, enc.state_dict()[k]), k
+
+def test_real_yacs_config_is_a_placeholder(tmp_path):
+    "With yacs installed, a real CfgNode (as in the released files) reads the same as the stand-in"
+    yacs_config = pytest.importorskip('yacs.config')
+    c = yacs_config.CfgNode(); c.MODEL = yacs_config.CfgNode(); c.MODEL.TYPE = 'swin'; c.MODEL.DEPTHS = [2, 2, 6, 2]; c.freeze()
+    torch.save({'model': {'encoder.w': torch.ones(2)}, 'config': c}, tmp_path/'c.pth')
+    t, m = load(tmp_path/'c.pth')
+    p = m['config']
+    assert p.name == 'yacs.config.CfgNode' and p['MODEL']['DEPTHS'] == [2, 2, 6, 2] and p.state['__immutable__'] is True
+    assert torch.equal(t['model.encoder.w'], torch.ones(2))
 
 def test_plain_torch_file_loads_flat(tmp_path):
     torch.save({'model': {'a.w': torch.ones(2)}, 'epoch': 3, 'prototypes': torch.zeros(4, 2)}, tmp_path/'x.pth')
