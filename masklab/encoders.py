@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 import timm
-from timm.layers import trunc_normal_
+from timm.layers import trunc_normal_, resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.beit import Beit
@@ -57,11 +57,13 @@ def apply_mask_token(tokens:torch.Tensor, # patch embeddings, (B, N, D) or (B, h
 # %% ../nbs/03_encoders.ipynb #7c51b4f0
 class _Rebuildable:
     "Mixin: remembers the timm name and arguments of an encoder, and adds a mask token"
+    mask_token_init = dict(std=.02)  # timm's trunc_normal_ arguments; its default cut-offs are +-2 (absolute)
+
     def _remember(self, timm_name:str, kwargs:dict, dim:int|None=None):
         self.timm_name, self.timm_kwargs = timm_name, dict(kwargs)
         if dim is not None:
             self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-            trunc_normal_(self.mask_token, std=.02)
+            trunc_normal_(self.mask_token, **self.mask_token_init)
 
     @property
     def model_patch_size(self) -> int:
@@ -104,6 +106,7 @@ class _TokenMap:
 
 class MaskTokenViT(_TokenMap, _Rebuildable, VisionTransformer):
     "timm's ViT with SimMIM's mask token, swapped in for masked patch embeddings before position embeddings"
+    mask_token_init = dict(std=.02, a=-.02, b=.02)  # the official SimMIM ViT: cut at +-1 std
     def __init__(self, timm_name:str='vit_base_patch16_224', # the timm name `to_timm` rebuilds it from (with the same kwargs)
                  **kwargs): # VisionTransformer arguments
         kwargs.setdefault('num_classes', 0)
@@ -122,6 +125,7 @@ class MaskTokenViT(_TokenMap, _Rebuildable, VisionTransformer):
 # %% ../nbs/03_encoders.ipynb #4175d947
 class MaskTokenBeit(_TokenMap, _Rebuildable, Beit):
     "timm's BEiT (layer scale, shared relative position bias) with SimMIM's mask token: the official SimMIM ViT"
+    mask_token_init = dict(std=.02, a=-.02, b=.02)  # the official SimMIM ViT: cut at +-1 std
     def __init__(self, timm_name:str='beit_base_patch16_224', # the timm name `to_timm` rebuilds it from (with the same kwargs)
                  **kwargs): # Beit arguments
         kwargs.setdefault('num_classes', 0)
@@ -190,6 +194,22 @@ class TokenDropViT(_Rebuildable, VisionTransformer):
         super().__init__(**kwargs)
         _square_patch(self)
         self._remember(timm_name, kwargs)
+
+    def init_weights(self, *args, **kwargs):
+        "timm's ViT init, with [CLS] drawn as in MSN: truncated normal, std 0.02 (timm: normal, std 1e-6)"
+        super().init_weights(*args, **kwargs)
+        if self.cls_token is not None: trunc_normal_(self.cls_token, std=.02)
+
+    def _pos_embed(self, x:torch.Tensor) -> torch.Tensor:
+        "Prefix tokens and position embeddings as timm adds them, resized as MSN does: bicubic, no antialiasing"
+        if x.ndim != 4 or self.pos_embed is None: return super()._pos_embed(x)
+        B, H, W, C = x.shape
+        pos = resample_abs_pos_embed(self.pos_embed, (H, W), tuple(self.patch_embed.grid_size),
+                                     0 if self.no_embed_class else self.num_prefix_tokens, antialias=False)
+        prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        x = x.reshape(B, H * W, C)
+        x = torch.cat(prefix + [x + pos], 1) if self.no_embed_class else torch.cat(prefix + [x], 1) + pos
+        return self.pos_drop(x)
 
     def forward_features(self, x:torch.Tensor,
                          patch_drop:float=0.0, # fraction of patch tokens to drop

@@ -97,3 +97,107 @@ def test_apply_mask_token_by_hand():
     out = apply_mask_token(t, torch.tensor([[[1, 0], [0, 1]]]), torch.tensor([-1., -2., -3.]))
     assert out[0, 0, 0].tolist() == [-1, -2, -3] and out[0, 0, 1].tolist() == [3, 4, 5]
     assert out[0, 1, 1].tolist() == [-1, -2, -3]
+
+
+# --- initialisation and position-embedding resizing as in the official code (issue 17) ---
+
+def _mask_tokens(name, seeds=(0, 1, 2)):
+    "The mask tokens of a tiny preset built under a few seeds, flattened together"
+    out = []
+    for s in seeds:
+        torch.manual_seed(s)
+        out.append(create_encoder(name).mask_token.detach().flatten())
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize('name', ['simmim_vit_tiny', 'simmim_beit_tiny'])
+def test_vit_mask_token_cut_at_one_std(name):
+    "Official SimMIM ViT: trunc_normal_(std=.02, a=-std, b=std): values inside +-0.02, std about 0.54 * 0.02"
+    t = _mask_tokens(name)  # 192 values
+    assert t.abs().max() <= 0.02
+    assert 0.0090 < t.std().item() < 0.0125
+
+
+def test_swin_mask_token_is_timm_default_cut():
+    "Official SimMIM Swin: trunc_normal_(std=.02) with timm's absolute cut-offs +-2, i.e. a plain normal"
+    t = _mask_tokens('simmim_swin_tiny')  # 96 values
+    assert t.abs().max() > 0.03
+    assert 0.016 < t.std().item() < 0.025
+
+
+def test_msn_cls_token_is_trunc_normal_002():
+    "Official MSN deit.py: trunc_normal_(cls_token, std=.02); timm's ViT would give std 1e-6"
+    stds = []
+    for s in range(3):
+        torch.manual_seed(s)
+        stds.append(create_encoder('msn_vit_tiny').cls_token.std().item())
+        torch.manual_seed(s)
+        big = create_encoder('msn_vit_small', img_size=224, depth=1)
+        assert 0.018 < big.cls_token.std().item() < 0.022
+    assert all(0.015 < s < 0.025 for s in stds), stds
+
+
+def _keys_cubic(t, A=-0.75):
+    "Keys' cubic convolution kernel, the one PyTorch's bicubic uses"
+    t = abs(t)
+    if t <= 1: return (A + 2) * t ** 3 - (A + 3) * t ** 2 + 1
+    if t < 2: return A * t ** 3 - 5 * A * t ** 2 + 8 * A * t - 4 * A
+    return 0.0
+
+
+def _official_msn_resize(pe_grid, npatch):
+    """MSN's interpolate_pos_encoding in float64, written from its definition: a square grid g x g, scale factor
+    s = sqrt(npatch / g**2), output floor(g * s), source position (i + 0.5) / s - 0.5 (align_corners=False), 4 taps
+    of the cubic kernel, indices clamped at the border, no antialiasing. pe_grid: (g, g, D) -> (out, out, D)"""
+    import math
+    import numpy as np
+    g = pe_grid.shape[0]
+    s = math.sqrt(npatch / g ** 2)
+    n = math.floor(g * s)
+    M = np.zeros((n, g))
+    for i in range(n):
+        src = (i + 0.5) / s - 0.5
+        i0 = math.floor(src)
+        for k in (-1, 0, 1, 2):
+            M[i, min(max(i0 + k, 0), g - 1)] += _keys_cubic(k - (src - i0))
+    return np.einsum('ai,ijd,bj->abd', M, pe_grid.astype(np.float64), M)
+
+
+@pytest.mark.parametrize('preset,over,new', [
+    ('msn_vit_tiny', {}, 4),                                    # 8 x 8 -> 4 x 4 (a 32 px focal view)
+    ('msn_vit_tiny', {}, 3),                                    # 8 x 8 -> 3 x 3
+    ('msn_vit_tiny', {}, 12),                                   # 8 x 8 -> 12 x 12 (a larger view)
+    ('msn_vit_small', dict(img_size=224, depth=1, embed_dim=48, num_heads=2), 6),  # ViT-S/16 grid 14 -> 6 (96 px)
+])
+def test_focal_pos_embed_is_official_bicubic(preset, over, new):
+    import math
+    enc = create_encoder(preset, **over).eval()
+    g, D = enc.patch_embed.grid_size[0], enc.embed_dim
+    with torch.no_grad():
+        got = enc._pos_embed(torch.zeros(1, new, new, D))  # zero patch tokens: what remains is [CLS] and positions
+    pe = enc.pos_embed.detach()
+    ref = _official_msn_resize(pe[0, 1:].reshape(g, g, D).numpy(), new * new)
+    torch.testing.assert_close(got[0, 1:].double(), torch.from_numpy(ref).reshape(new * new, D), rtol=0, atol=1e-6)
+    torch.testing.assert_close(got[:, 0], (enc.cls_token + pe[:, :1])[:, 0].detach())
+    # bit for bit the official call's output
+    grid = pe[:, 1:].reshape(1, g, g, D).permute(0, 3, 1, 2)
+    official = torch.nn.functional.interpolate(grid, scale_factor=math.sqrt(new * new / g ** 2), mode='bicubic')
+    assert torch.equal(got[0, 1:], official.permute(0, 2, 3, 1).reshape(new * new, D))
+    # the test can tell: timm's antialiased resize is far from it when shrinking
+    if new < g:
+        aa = torch.nn.functional.interpolate(grid, size=(new, new), mode='bicubic', antialias=True)
+        assert (aa.permute(0, 2, 3, 1).reshape(new * new, D).double() - torch.from_numpy(ref).reshape(new * new, D)).abs().max() > 1e-3
+
+
+def test_focal_view_forward_uses_official_resize():
+    "A whole forward at a focal size equals the blocks run on tokens built with the official resize by hand"
+    import math
+    enc = create_encoder('msn_vit_tiny').eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        t = enc.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        grid = enc.pos_embed[:, 1:].reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+        pos = torch.nn.functional.interpolate(grid, scale_factor=math.sqrt(16 / 64), mode='bicubic').flatten(2).transpose(1, 2)
+        tokens = torch.cat([enc.cls_token.expand(2, -1, -1) + enc.pos_embed[:, :1], t + pos], 1)
+        want = enc.norm(enc.blocks(enc.norm_pre(tokens)))
+        torch.testing.assert_close(enc.forward_features(x), want)
