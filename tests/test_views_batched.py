@@ -1,0 +1,194 @@
+"""The batched views (decoded in the loader, made on the training device) against the per-image PIL path.
+
+Statistics, not pixels: the two paths draw different random numbers, so the tests compare distributions (the crop's
+area and aspect ratio against torchvision's own RandomResizedCrop.get_params, every rate and factor against the
+recipe, per-channel output mean and std on the bundled photos), each operation against its PIL counterpart on fixed
+inputs, and the batch dict's structure exactly."""
+import itertools, math
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+from PIL import Image, ImageFilter
+from scipy.stats import ks_2samp, kstest, chisquare
+from torchvision.transforms.v2 import functional as TF
+from masklab.data import (VIEW_PARAMS, ViewSpec, BatchViews, DecodedViews, MSNViews, Views, adjust_brightness_,
+                          adjust_contrast_, adjust_hue_, adjust_saturation_, channel_stats, collate_decoded, collate_views,
+                          crop_resize, draw_view_params, gaussian_blur_, image_list, msn_view_specs, photos, view_pipeline)
+from masklab.data import _gray
+
+COL = {k: i for i, k in enumerate(VIEW_PARAMS)}
+
+@pytest.fixture(scope='module')
+def ph(): return photos()
+
+def _params(spec, n, H, W, seed=0):
+    torch.manual_seed(seed)
+    return torch.cat([draw_view_params([spec] * 50, H, W) for _ in range(n // 50)])
+
+@pytest.mark.parametrize('H,W,scale', [(427, 640, (0.3, 1.0)), (512, 512, (0.05, 0.3)), (100, 1000, (0.67, 1.0))])
+def test_crop_distribution_is_torchvisions(H, W, scale):
+    "area fraction and log aspect ratio: same distribution as RandomResizedCrop.get_params (the PIL path's), fallback included"
+    n = 3000
+    ours = _params(ViewSpec(64, scale), n, H, W)
+    torch.manual_seed(1)
+    ref = torch.tensor([T.RandomResizedCrop.get_params(torch.empty(3, H, W), list(scale), [3/4, 4/3]) for _ in range(n)]).float()
+    ow, oh, rw, rh = ours[:, COL['w']], ours[:, COL['h']], ref[:, 3], ref[:, 2]
+    assert ks_2samp((ow * oh).numpy(), (rw * rh).numpy()).pvalue > 1e-3
+    assert ks_2samp(torch.log(ow / oh).numpy(), torch.log(rw / rh).numpy()).pvalue > 1e-3
+    # boxes lie inside the image, and their position is spread like torchvision's
+    x0, y0 = ours[:, COL['x0']], ours[:, COL['y0']]
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + ow <= W).all() and (y0 + oh <= H).all()
+    assert ks_2samp((x0 / (W - ow + 1)).numpy(), (ref[:, 1] / (W - rw + 1)).numpy()).pvalue > 1e-3
+    if W / H > 4:  # a very wide image at a high scale mostly falls back to the centre crop: the same share in both
+        fb_ours, fb_ref = float((ow == round(H * 4 / 3)).float().mean()), float((rw == round(H * 4 / 3)).float().mean())
+        assert fb_ref > 0.3 and abs(fb_ours - fb_ref) < 0.05
+
+def test_rates_factors_and_order():
+    n = 5000
+    p = _params(ViewSpec(96, (0.05, 0.3), colour=True), n, 300, 400)
+    for col, rate in (('flip', 0.5), ('jitter', 0.8), ('gray', 0.2), ('sigma', 0.5)):
+        k = float((p[:, COL[col]] > 0).sum())
+        assert abs(k - n * rate) < 5 * math.sqrt(n * rate * (1 - rate)), (col, k / n)
+    for col, lo, hi in (('brightness', 0.6, 1.4), ('contrast', 0.6, 1.4), ('saturation', 0.6, 1.4), ('hue', -0.1, 0.1)):
+        assert kstest(p[:, COL[col]].numpy(), 'uniform', args=(lo, hi - lo)).pvalue > 1e-3, col
+    s = p[:, COL['sigma']]
+    assert kstest(s[s > 0].numpy(), 'uniform', args=(0.1, 1.9)).pvalue > 1e-3
+    orders = p[:, COL['order0']:COL['order3'] + 1].long()
+    assert (orders.sort(1).values == torch.arange(4)).all()  # each row a permutation of the four operations
+    perms = {q: i for i, q in enumerate(itertools.permutations(range(4)))}
+    counts = np.bincount([perms[tuple(r)] for r in orders.tolist()], minlength=24)
+    assert chisquare(counts).pvalue > 1e-3
+    # independence: jitter and grayscale are drawn separately
+    both = float(((p[:, COL['jitter']] > 0) & (p[:, COL['gray']] > 0)).float().mean())
+    assert abs(both - 0.16) < 0.03
+    plain = _params(ViewSpec(96, (0.67, 1.0)), 500, 300, 400)  # SimMIM's view: crop and flip only
+    assert (plain[:, [COL['jitter'], COL['gray'], COL['sigma']]] == 0).all() and 0.35 < float(plain[:, COL['flip']].mean()) < 0.65
+
+def test_each_operation_matches_pil(ph):
+    "every colour operation and the blur against torchvision's PIL functions, on three photos, in uint8 levels"
+    for name in ('coffee', 'astronaut', 'chelsea'):
+        im = dict(ph)[name].resize((160, 120))
+        x = TF.to_dtype(TF.pil_to_tensor(im), torch.float32, scale=True)[None]
+        lv = lambda ours, ref: float((ours[0] * 255 - TF.pil_to_tensor(ref).float()).abs().mean())
+        one = lambda v: torch.tensor([v])
+        for f in (0.6, 1.4):
+            assert lv(adjust_brightness_(x.clone(), one(f)), TF.adjust_brightness(im, f)) < 1
+            assert lv(adjust_contrast_(x.clone(), one(f)), TF.adjust_contrast(im, f)) < 1
+            assert lv(adjust_saturation_(x.clone(), one(f)), TF.adjust_saturation(im, f)) < 1
+        for h in (-0.1, 0.03, 0.1):
+            assert lv(adjust_hue_(x.clone(), one(h)), TF.adjust_hue(im, h)) < 1.5
+        assert lv(_gray(x).expand(-1, 3, -1, -1), im.convert('L').convert('RGB')) < 0.6
+        for s in (0.5, 1.0, 2.0):
+            assert lv(gaussian_blur_(x.clone(), one(s)), im.filter(ImageFilter.GaussianBlur(s))) < 1.5, s
+    # per-image factors: each row of a batch gets its own
+    xs = x.repeat(3, 1, 1, 1)
+    out = adjust_brightness_(xs.clone(), torch.tensor([0.6, 1.0, 1.4]))
+    assert torch.equal(out[1], x[0]) and not torch.equal(out[0], out[2])
+
+def test_crop_resize_matches_pil_and_handles_mixed_sizes(ph):
+    astro, coins = dict(ph)['astronaut'], dict(ph)['coins']  # 512x512 and 384x303: a batch of two sizes
+    imgs = [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in (astro, coins)]
+    boxes = torch.tensor([[50., 60., 300., 280.], [284., 203., 100., 100.], [0., 0., 384., 303.]])  # the 2nd touches the corner
+    sample, flip = torch.tensor([0, 1, 1]), torch.tensor([False, False, True])
+    for mode, tol in (('loop', 0.1), ('roi_align', 3.0)):  # roi_align: area sampling, up to 2.5 levels at a 6x downscale
+        out = crop_resize(imgs, sample, boxes, flip, 64, mode) * 255
+        alone = crop_resize([imgs[1]], torch.tensor([0]), boxes[1:2], flip[1:2], 64, mode) * 255
+        assert torch.allclose(out[1], alone[0], atol=1e-3), mode  # the bigger image beside it changes nothing at the edge
+        for k, (b, (x0, y0, w, h)) in enumerate(zip(sample.tolist(), boxes.long().tolist())):
+            ref = (astro, coins)[b].crop((x0, y0, x0 + w, y0 + h)).resize((64, 64), Image.BILINEAR)
+            if flip[k]: ref = ref.transpose(Image.FLIP_LEFT_RIGHT)
+            assert float((out[k] - TF.pil_to_tensor(ref).float()).abs().mean()) < tol, (mode, k)
+
+def _both(ph, method, views, n, seed=1, size=None):
+    "The two paths' batch dicts for n samples of the bundled photos (resized to `size` on the short side)"
+    ims = [im if size is None else im.resize((round(im.size[0] * size / min(im.size)), round(im.size[1] * size / min(im.size))))
+           for _, im in ph]
+    data = [(ims[i % len(ims)], i % len(ims)) for i in range(n)]
+    tf, col, _ = view_pipeline(method, {**views, 'device': 'cpu'})
+    a = col([Views(data, tf, seed)[i] for i in range(n)])
+    tf, col, aug = view_pipeline(method, {**views, 'device': 'auto'}, 'cpu')
+    return a, aug(col([Views(data, tf, seed)[i] for i in range(n)]))
+
+def _welch(a, b):
+    "z of the difference of two samples' means"
+    return float((a.mean() - b.mean()).abs() / (a.var() / len(a) + b.var() / len(b)).sqrt())
+
+def test_output_mean_and_std_per_channel_match(ph):
+    "MSN's views on the bundled photos: per view and channel, mean and std have the same distribution on both paths"
+    pil, bat = _both(ph, 'msn', dict(rand_size=64, focal_size=32, focal_views=6), 14 * 12, size=128)
+    for k, (a, b) in enumerate(zip([pil['target'], *pil['anchors']], [bat['target'], *bat['anchors']])):
+        for c in range(3):
+            for stat in (lambda v: v.mean((1, 2)), lambda v: v.std((1, 2))):
+                z = _welch(stat(a[:, c]), stat(b[:, c]))
+                assert z < 4.5, (k, c, z)
+        ps, bs = [torch.cat(s) for s in (channel_stats(dict(image=a))['image'], channel_stats(dict(image=b))['image'])]
+        assert (ps - bs).abs().max() < 0.12, (k, ps, bs)
+
+def test_simmim_output_matches(ph):
+    pil, bat = _both(ph, 'simmim', dict(img_size=64, mask_patch_size=16, model_patch_size=8, mask_ratio=0.6), 14 * 6, size=96)
+    assert list(bat) == ['image', 'mask', 'label'] and bat['mask'].dtype == pil['mask'].dtype == torch.int64
+    assert bat['mask'].shape == pil['mask'].shape and (bat['mask'].float().mean((1, 2)) == pil['mask'].float().mean((1, 2))).all()
+    for c in range(3):
+        assert _welch(pil['image'][:, c].mean((1, 2)), bat['image'][:, c].mean((1, 2))) < 4.5
+        assert _welch(pil['image'][:, c].std((1, 2)), bat['image'][:, c].std((1, 2))) < 4.5
+
+@pytest.mark.parametrize('views', [dict(), dict(focal_views=0), dict(rand_views=0), dict(rand_views=2, focal_views=3),
+                                   dict(rand_size=32, focal_size=32, focal_views=2)])
+def test_batch_dict_is_the_per_image_one(ph, views):
+    "keys, order, shapes, dtypes, labels: what collate_views gives, for every view layout (equal sizes merge groups)"
+    views = dict(dict(rand_size=48, focal_size=24), **views)
+    pil, bat = _both(ph, 'msn', views, 3)
+    assert list(bat) == list(pil) == ['target', 'anchors', 'label']
+    assert [t.shape for t in [bat['target'], *bat['anchors']]] == [t.shape for t in [pil['target'], *pil['anchors']]]
+    assert all(t.dtype == torch.float32 for t in [bat['target'], *bat['anchors']]) and torch.equal(bat['label'], pil['label'])
+    for kind, v in (('toy', dict(img_size=32)),):
+        p, b = _both(ph, kind, v, 2)
+        assert list(b) == list(p) == ['image', 'label'] and b['image'].shape == p['image'].shape
+
+def test_view_major_order_and_determinism(ph):
+    "anchors are view-major; a sample's views depend on (seed, epoch, index) only, not its batch or the worker count"
+    spec = msn_view_specs(MSNViews(48, 24, 1, 3))
+    data = [(im, k) for k, (_, im) in enumerate(ph[:6])]
+    vw = Views(data, DecodedViews(spec), seed=3)
+    bv = BatchViews(spec)
+    full = bv(collate_decoded([vw[i] for i in range(6)]))
+    part = bv(collate_decoded([vw[i] for i in (4, 2)]))
+    assert torch.allclose(full['target'][4], part['target'][0], atol=1e-5)
+    assert torch.allclose(full['anchors'][1][6 * 2 + 2], part['anchors'][1][2 * 2 + 1], atol=1e-5)  # view 2 of sample 2
+    assert torch.equal(bv(collate_decoded([vw[i] for i in range(6)]))['anchors'][1], full['anchors'][1])
+    loader = lambda w: torch.utils.data.DataLoader(vw, batch_size=3, num_workers=w, collate_fn=collate_decoded)
+    b0, b2 = next(iter(loader(0))), next(iter(loader(2)))
+    assert all(torch.equal(b0[k], b2[k]) for k in b0)
+    vw.set_epoch(1)
+    assert not torch.equal(collate_decoded([vw[0]])['view_params'], collate_decoded([Views(data, DecodedViews(spec), seed=3)[0]])['view_params'])
+    g = torch.get_rng_state()
+    bv(b0)
+    assert torch.equal(g, torch.get_rng_state())  # the device side draws nothing
+
+def test_strategies_and_crops_agree(ph):
+    spec = msn_view_specs(MSNViews(48, 24, 1, 4))
+    raw = collate_decoded([Views([(im, k) for k, (_, im) in enumerate(ph[:4])], DecodedViews(spec), seed=0)[i] for i in range(4)])
+    runs, masked = BatchViews(spec, strategy='runs')(raw), BatchViews(spec, strategy='masked')(raw)
+    roi = BatchViews(spec, crop='roi_align')(raw)
+    for a, b, c in zip([runs['target'], *runs['anchors']], [masked['target'], *masked['anchors']], [roi['target'], *roi['anchors']]):
+        assert (a - b).abs().max() < 0.05  # float rounding and the blur's truncation (normalized units)
+        assert (a - b).abs().mean() < 1e-3
+        assert (a - c).abs().mean() < 0.05  # area sampling vs the antialiased filter
+
+def test_bad_input_fails_early(ph):
+    with pytest.raises(ValueError, match="method must be one of"): view_pipeline('mae', {})
+    with pytest.raises(ValueError, match="views.device must be one of 'cpu', 'auto'"): view_pipeline('msn', dict(device='gpu'))
+    with pytest.raises(ValueError, match="missing mask_ratio"):
+        view_pipeline('simmim', dict(img_size=64, mask_patch_size=16, model_patch_size=8))
+    with pytest.raises(ValueError, match="got \\['colour'\\]"):
+        view_pipeline('simmim', dict(img_size=64, mask_patch_size=16, model_patch_size=8, mask_ratio=0.6, colour=True))
+    with pytest.raises(ValueError, match='mask_patch_size'):
+        view_pipeline('simmim', dict(img_size=64, mask_patch_size=5, model_patch_size=8, mask_ratio=0.6))
+    with pytest.raises(ValueError, match="rand_scale"): view_pipeline('msn', dict(rand_scale=(0.5, 0.2)))
+    with pytest.raises(ValueError, match="scale must be"): DecodedViews([ViewSpec(32, (0.5, 0.1))])
+    with pytest.raises(TypeError, match="collate_decoded"): BatchViews([ViewSpec(32)], 'image')(dict(image=torch.zeros(1)))
+    spec = [ViewSpec(32)] * 2
+    raw = collate_decoded([(DecodedViews(spec)(ph[0][1]), 0)])
+    with pytest.raises(ValueError, match="make 3 views per image"): BatchViews([ViewSpec(32)] * 3)(raw)
+    with pytest.raises(ValueError, match="bytes"): image_list(torch.zeros(10, dtype=torch.uint8), torch.tensor([[2, 2]]))
