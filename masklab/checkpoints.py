@@ -48,10 +48,17 @@ class Pickled(metaclass=_Global):
         got = [f"{k}={_short.repr(v)}" for k, v in (('args', self.args), ('kwargs', self.kwargs), ('state', self.state),
                ('listitems', self.listitems), ('dictitems', self.dictitems)) if v]
         return f"Pickled({', '.join([self.name] + got)})"
+    def __reduce__(self):  # copy, deepcopy and pickle rebuild the record, never the global
+        return (_record, (self.name, self.args, self.kwargs, self.state, self.listitems, self.dictitems))
 
 def _placeholder(name:str) -> type:
     "A new placeholder class for the global `name`"
     return _Global(name.rsplit('.', 1)[-1], (Pickled,), dict(name=name, __module__=__name__, __qualname__=f"Pickled[{name}]"))
+
+def _record(name, args, kwargs, state, listitems, dictitems) -> Pickled:
+    p = _placeholder(name)(*args, **kwargs)
+    p.state, p.listitems, p.dictitems = state, list(listitems), dict(dictitems)
+    return p
 
 def _bad(what): raise pickle.UnpicklingError(f"malformed {what}")
 def _ints(x): return isinstance(x, (tuple, list)) and all(type(i) is int for i in x)
@@ -78,9 +85,9 @@ def _parameter(data, requires_grad, hooks, state=None):
     if not (isinstance(data, torch.Tensor) and isinstance(requires_grad, bool)): _bad('parameter record')
     return nn.Parameter(data, requires_grad)
 def _from_type(func, new_type, args, state):
-    "A tensor of a subclass: `torch.Tensor` / `Parameter` come back as tensors, any other class as a placeholder holding the tensor"
+    "A tensor of a subclass: `torch.Tensor` / `Parameter` come back as tensors (python attributes dropped), any other class as a placeholder holding the tensor"
     out = func(*args) if isinstance(args, tuple) else _bad('tensor subclass record')
-    if isinstance(new_type, _Global) and new_type.name in ('torch.Tensor', 'torch.nn.parameter.Parameter'): return out
+    if isinstance(new_type, _Global) and new_type.name in ('torch.Tensor', 'torch._tensor.Tensor', 'torch.nn.parameter.Parameter'): return out
     return _placeholder('torch._tensor._rebuild_from_type_v2')(out, new_type, state)
 def _bytes(*args):
     "`bytes()`, how protocol 2 writes an empty bytes; any other call is a placeholder"

@@ -34,6 +34,18 @@ def test_pickled_code_never_runs_and_is_named(tmp_path, how):
     assert isinstance(x, Pickled) and x.name == f"{os.system.__module__}.system" and x.args == (f"touch {marker}",)
     assert isinstance(a, Pickled) and a.name == 'builtins.exec' and 'PWNED' in a.args[0]
     assert repr(type(x)) == f"<global {os.system.__module__}.system, never imported>"
+    import copy
+    y = copy.deepcopy(x)  # a copy is the same record, not a call
+    assert (y.name, y.args, y.state, y.dictitems) == (x.name, x.args, x.state, x.dictitems) and not marker.exists()
+
+def test_tensor_with_attributes_and_tensor_subclass(tmp_path):
+    "A tensor carrying python attributes comes back as a tensor; one of an unknown subclass is a placeholder holding it"
+    t = torch.arange(3.); t.note = 'x'
+    torch.save({'t': t, 's': torch.ones(2).as_subclass(Sub)}, tmp_path/'s.pth')
+    got, m = load(tmp_path/'s.pth')
+    assert torch.equal(got['t'], t) and type(got['t']) is torch.Tensor
+    assert m['s'].name == 'torch._tensor._rebuild_from_type_v2' and torch.equal(m['s'].args[0], torch.ones(2))
+    assert m['s'].args[1].name.endswith('.Sub')
 
 def test_bare_pickle_is_refused_and_never_runs(tmp_path):
     marker, f = tmp_path/'PWNED', tmp_path/'evil.pth'
@@ -55,6 +67,8 @@ def test_a_module_named_by_the_file_is_never_imported(tmp_path, monkeypatch):
     t, meta = load(tmp_path/'f.pth')
     assert mod not in sys.modules and not imported.exists() and not called.exists()
     assert meta['x'].name == f"{mod}.boom" and meta['x'].args == (str(called),) and torch.equal(t['w'], torch.zeros(3))
+
+class Sub(torch.Tensor): pass
 
 @pytest.mark.parametrize('zipped', [True, False], ids=['zip', 'legacy'])
 def test_torch_formats_rebuild_exactly(tmp_path, zipped):
