@@ -17,10 +17,10 @@ from .sweep import set_key
 from .train import default_config, pretrain, TrainingError, METHODS, close_distributed
 
 # %% auto #0
-__all__ = ['PRESETS', 'load_image', 'cmd_data', 'check_out', 'check_out_dir', 'cmd_views', 'mask_settings', 'cmd_masks',
-           'apply_set', 'resolve_config', 'cmd_pretrain', 'add_pretrain_parser', 'load_simmim_checkpoint',
-           'cmd_reconstruct', 'load_eval_model', 'format_result', 'cmd_evaluate', 'add_evaluate_parser', 'parse_grid',
-           'cmd_sweep', 'add_sweep_parser', 'build_parser', 'main']
+__all__ = ['load_image', 'cmd_data', 'check_out', 'check_out_dir', 'cmd_views', 'mask_settings', 'cmd_masks', 'apply_set',
+           'resolve_config', 'cmd_pretrain', 'add_pretrain_parser', 'load_simmim_checkpoint', 'cmd_reconstruct',
+           'load_eval_model', 'format_result', 'cmd_evaluate', 'add_evaluate_parser', 'parse_grid', 'cmd_sweep',
+           'add_sweep_parser', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #60b2b313
 def load_image(spec:str):
@@ -108,60 +108,8 @@ def cmd_masks(args) -> int:
     print(json.dumps(dict(out=str(_save(fig, out)), masks=report)))
     return 0
 
-# %% ../nbs/11_cli.ipynb #1674505b
-_SIMMIM_OPTIM = dict(betas=[0.9, 0.999], eps=1e-8, clip_grad=5.0, use_model_list=True,
-                     keywords=['absolute_pos_embed', 'relative_position_bias_table', 'pos_embed', 'cls_token', 'mask_token'])
-_MSN_OPTIM = dict(betas=[0.9, 0.999], eps=1e-8, clip_grad=3.0, use_model_list=False, keywords=['prototypes', 'bn'])
-_MSN_LOSS = dict(num_prototypes=1024, hidden_dim=2048, output_dim=256, tau=0.1, T=0.25, me_max_weight=1.0,
-                 ent_weight=0.0, use_sinkhorn=True, sinkhorn_iters=3)
-
-def _simmim_paper(encoder, img_size, epochs, lr, warmup_lr, schedule, drop_path=0.0, **sched):
-    return dict(method='simmim', data=None, img_size=img_size, epochs=epochs, batch_size=2048, lr_scaling=512,
-                model=dict(encoder=encoder, encoder_kwargs=dict(drop_path_rate=drop_path), head='linear',
-                           mask_patch_size=32, mask_ratio=0.6),
-                schedule=dict(name=schedule, lr=lr, warmup_lr=warmup_lr, warmup_epochs=10, weight_decay=0.05, **sched),
-                optim=_SIMMIM_OPTIM, num_workers=8, save_every=1000, log_every=50, eval=dict(knn=False, k=20))
-
-def _msn_paper(encoder, patch_drop, epochs):
-    return dict(method='msn', data=None, img_size=224, epochs=epochs, batch_size=1024, lr_scaling=None,
-                model=dict(encoder=encoder, patch_drop=patch_drop, drop_path_rate=0.0, **_MSN_LOSS,
-                           views=dict(rand_size=224, focal_size=96, rand_views=1, focal_views=10,
-                                      rand_scale=[0.3, 1.0], focal_scale=[0.05, 0.3], jitter=0.4)),
-                schedule=dict(name='msn', lr=1e-3, start_lr=2e-4, final_lr=1e-6, warmup_epochs=15, weight_decay=0.04,
-                              final_weight_decay=0.4, ema=[0.996, 1.0], horizon=1.25),
-                optim=_MSN_OPTIM, num_workers=10, save_every=1000, log_every=50, eval=dict(knn=False, k=20))
-
-def _small(method, img_size, batch, steps=None, epochs=None, log_every=10, **model):
-    base = dict(method=method, data='photos', img_size=img_size, batch_size=batch, max_steps=steps, epochs=epochs,
-                log_every=log_every, eval=dict(knn=True, k=20))
-    if method == 'simmim':
-        return dict(base, model=dict(encoder='simmim_vit_tiny', head='linear', mask_patch_size=16, mask_ratio=0.6, **model),
-                    schedule=dict(name='cosine', lr=1.5e-3, warmup_epochs=1, warmup_lr=1e-6, min_lr=1e-5, weight_decay=0.05),
-                    optim=_SIMMIM_OPTIM)
-    if method == 'msn':
-        return dict(base, model=dict(encoder='msn_vit_tiny', patch_drop=0.15, drop_path_rate=0.0,
-                                     **{**_MSN_LOSS, 'num_prototypes': 64, 'hidden_dim': 128, 'output_dim': 64},
-                                     views=dict(rand_size=img_size, focal_size=img_size // 2, rand_views=1, focal_views=2,
-                                                rand_scale=[0.3, 1.0], focal_scale=[0.05, 0.3], jitter=0.4), **model),
-                    schedule=dict(name='msn', lr=1e-3, start_lr=2e-4, final_lr=1e-6, warmup_epochs=1, weight_decay=0.04,
-                                  final_weight_decay=0.4, ema=[0.996, 1.0], horizon=1.25),
-                    optim=_MSN_OPTIM)
-    return dict(base, model=dict(width=8, **model),
-                schedule=dict(name='cosine', lr=3e-3, warmup_epochs=0.5, warmup_lr=0.0, min_lr=1e-4, weight_decay=0.05),
-                optim=dict(clip_grad=5.0))
-
-PRESETS = {
-    'tiny': {m: _small(m, 32, 16, steps=6, log_every=1) for m in ('simmim', 'msn', 'toy')},
-    'cpu': {'simmim': _small('simmim', 64, 32, epochs=6), 'msn': _small('msn', 64, 32, epochs=4),
-            'toy': _small('toy', 32, 32, epochs=3)},
-    'simmim-swin-b-192-100ep': {'simmim': _simmim_paper('simmim_swin_base', 192, 100, 2e-4, 1e-6, 'cosine', min_lr=1e-5)},
-    'simmim-swin-b-192-800ep': {'simmim': _simmim_paper('simmim_swin_base', 192, 800, 1e-4, 5e-7, 'multistep',
-                                                        milestones=[700], gamma=0.1)},
-    'simmim-vit-b16-800ep': {'simmim': _simmim_paper('simmim_beit_base', 224, 800, 1e-4, 5e-7, 'multistep',
-                                                     drop_path=0.1, milestones=[700], gamma=0.1)},
-    'msn-vit-s16-800ep': {'msn': _msn_paper('msn_vit_small', 0.15, 800)},
-    'msn-vit-b4': {'msn': _msn_paper('msn_vit_base4', 0.7, 300)},
-}
+# %% ../nbs/11_cli.ipynb #b957539a
+from .presets import PRESETS  # re-exported: `masklab.cli.PRESETS` is a public name
 
 # %% ../nbs/11_cli.ipynb #e57354ff
 _RESUME_FREE = {'device', 'num_workers', 'log_every', 'save_every', 'keep_checkpoints', 'eval', 'skip_nonfinite', 'compile'}
@@ -394,6 +342,7 @@ def cmd_sweep(args) -> int:
     axes = parse_grid(args.grid)
     plots = [_parse_plot(p) for p in args.plot or []] or None
     metrics = args.metric or ['knn']
+    if metrics == ['none']: metrics = []  # only the run's own evaluation (its summary's `eval`, e.g. the mnist preset)
     for m in metrics: check_choice('--metric', m, tuple(METRICS))
     if args.eval_data != 'photo_crops':  # fail before any training, naming the option
         try: check_data(args.eval_data)
@@ -416,7 +365,7 @@ def add_sweep_parser(sub):
     "The `sweep` subcommand's arguments"
     s = sub.add_parser('sweep', help='run and measure a grid of pre-training runs (resumable; also under torchrun)')
     s.add_argument('--grid', action='append', metavar='KEY=V1,V2', help='one axis of the grid (repeatable), e.g. model.mask_ratio=0.3,0.6')
-    s.add_argument('--metric', action='append', help='knn | linear | fewshot | avg_dist | recon | step_time (repeatable; default knn)')
+    s.add_argument('--metric', action='append', help='knn | linear | fewshot | avg_dist | recon | step_time (repeatable; default knn), or none: only the run summary\'s own evaluation')
     s.add_argument('--eval-data', default='photo_crops', help="what metrics evaluate on (default: held-out photo crops)")
     s.add_argument('--plot', action='append', metavar='X:Y[:HUE]', help='a figure to draw (repeatable; default: each metric vs the first axis)')
     _add_run_args(s)
@@ -477,6 +426,11 @@ def main(argv:list[str]|None=None) -> int:
         print(f"masklab {args.command}: error: {e}", file=sys.stderr)
         # 2: the input was wrong (fix the command); 1: the run failed (a non-finite loss, a full disk, ...)
         return 2 if isinstance(e, (ValueError, TypeError, FileNotFoundError, PermissionError)) else 1
+    except Exception as e:  # anything else is a bug or a broken environment: one line, and the way to see more
+        if args.debug: raise
+        print(f"masklab {args.command}: unexpected error: {type(e).__name__}: {e} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
     finally:
         if args.command in ('pretrain', 'sweep'): close_distributed()
 

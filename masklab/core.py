@@ -9,13 +9,14 @@ from __future__ import annotations
 import os, random, hashlib, numbers
 from collections.abc import Sequence
 import numpy as np
+import contextlib
 import torch
 import matplotlib.pyplot as plt
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'check_int', 'check_float', 'check_choice', 'patchify', 'unpatchify',
-           'seed_everything', 'seed_worker', 'derive_seed', 'get_device', 'normalize', 'denormalize', 'to_hwc',
-           'show_images', 'under_test', 'pick']
+           'seed_everything', 'seed_worker', 'derive_seed', 'get_device', 'full_precision', 'normalize', 'denormalize',
+           'to_hwc', 'show_images', 'under_test', 'pick']
 
 # %% ../nbs/00_core.ipynb #688552fd
 def check_int(name:str, value, min_value:int|None=None, max_value:int|None=None) -> int:
@@ -132,6 +133,12 @@ def get_device(device:str|torch.device='auto') -> torch.device:
     if kind == 'mps' and not has_mps:
         raise ValueError(f"device {device!r} was asked for, but MPS is not available here (use 'auto' or 'cpu')")
     return torch.device(device)
+
+def full_precision(device) -> contextlib.AbstractContextManager:
+    "A context where autocast is off on `device`'s type: what must stay fp32 inside a bf16 step (losses, softmaxes)"
+    kind = torch.device(device).type
+    try: return torch.autocast(kind, enabled=False)
+    except RuntimeError: return contextlib.nullcontext()  # a device type autocast does not know (meta): nothing to undo
 
 # %% ../nbs/00_core.ipynb #3c5d1abc
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -18,10 +18,11 @@ from matplotlib.figure import Figure
 from fastcore.basics import patch
 import ipywidgets as W
 from torchvision.transforms import v2
-from .core import check_int, check_float, check_choice, to_hwc, IMAGENET_MEAN, IMAGENET_STD
+from .core import check_int, check_float, check_choice, to_hwc, IMAGENET_MEAN, IMAGENET_STD, full_precision
+from .masking import token_drop_indices
 
 # %% auto #0
-__all__ = ['DEMO', 'MSNProjectionHead', 'init_prototypes', 'prototype_scores', 'all_reduce_mean', 'sharpen', 'sinkhorn', 'mean_entropy', 'me_max', 'msn_targets', 'msn_loss', 'ema_momentum', 'ema_update', 'MSNEncoder', 'MSN', 'fit_msn', 'effective_rank', 'knn_accuracy', 'center_images', 'collapse_stats', 'small_msn_run', 'render_prototypes', 'scores_of', 'PrototypeExplorer', 'usage_figure', 'render_sharpening', 'SharpeningExplorer']
+__all__ = ['DEMO', 'MSNProjectionHead', 'init_prototypes', 'prototype_scores', 'all_reduce_mean', 'sharpen', 'sinkhorn', 'mean_entropy', 'me_max', 'msn_targets', 'msn_loss', 'MSNEncoder', 'MSN', 'fit_msn', 'effective_rank', 'knn_accuracy', 'center_images', 'collapse_stats', 'small_msn_run', 'render_prototypes', 'scores_of', 'PrototypeExplorer', 'usage_figure', 'render_sharpening', 'SharpeningExplorer']
 
 # %% ../nbs/06_prototypes.ipynb #dc5fc84a
 class MSNProjectionHead(nn.Sequential):
@@ -37,6 +38,8 @@ class MSNProjectionHead(nn.Sequential):
         self.fc2, self.bn2, self.gelu2 = nn.Linear(hidden_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU()
         self.fc3 = nn.Linear(hidden_dim, out_dim)
         self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
+        for fc in (self.fc1, self.fc2, self.fc3):  # official (deit.py's _init_weights): trunc-normal 0.02, zero bias
+            nn.init.trunc_normal_(fc.weight, std=0.02); nn.init.zeros_(fc.bias)
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.in_dim:
@@ -165,37 +168,18 @@ def msn_loss(anchor:torch.Tensor, # (V*B, D) online head outputs, stacked view-m
     "The MSN loss: CE(sharpened targets, anchor predictions) + me_max_weight * ME-MAX + ent_weight * mean entropy"
     V = _check_loss_args(anchor, target, prototypes, tau, T, sinkhorn_iters)
     me_max_weight, ent_weight = check_float('me_max_weight', me_max_weight), check_float('ent_weight', ent_weight)
-    logits = prototype_scores(anchor, prototypes) / tau
-    probs, log_probs = torch.softmax(logits, dim=1), torch.log_softmax(logits, dim=1)
-    targets = msn_targets(target, prototypes, tau, T, use_sinkhorn, sinkhorn_iters)
-    ce = -(targets.repeat(V, 1) * log_probs).sum(dim=1).mean()
-    rloss, ent = me_max(probs), -(probs * log_probs).sum(dim=1).mean()
-    loss = ce + me_max_weight * rloss + ent_weight * ent
+    with full_precision(anchor.device):  # bf16 similarities would move the sharpened targets' argmax (see below)
+        anchor, target, prototypes = anchor.float(), target.float(), prototypes.float()
+        logits = prototype_scores(anchor, prototypes) / tau
+        probs, log_probs = torch.softmax(logits, dim=1), torch.log_softmax(logits, dim=1)
+        targets = msn_targets(target, prototypes, tau, T, use_sinkhorn, sinkhorn_iters)
+        ce = -(targets.repeat(V, 1) * log_probs).sum(dim=1).mean()
+        rloss, ent = me_max(probs), -(probs * log_probs).sum(dim=1).mean()
+        loss = ce + me_max_weight * rloss + ent_weight * ent
     return dict(loss=loss, ce=ce, me_max=rloss, ent=ent, probs=probs, targets=targets)
 
 # %% ../nbs/06_prototypes.ipynb #69499500
-def ema_momentum(step:int, # 0-based index of the optimizer step just taken
-                 total_steps:int, # steps in the whole run
-                 start:float=0.996, end:float=1.0, # the official range
-                 horizon:float=1.25, # the schedule spans horizon * total_steps, so it never reaches `end`
-                ) -> float:
-    "MSN's EMA momentum: linear from `start` toward `end` over `horizon` x the run"
-    step, total_steps = check_int('step', step, 0), check_int('total_steps', total_steps, 1)
-    start, end = check_float('start', start, 0.0, 1.0), check_float('end', end, 0.0, 1.0)
-    horizon = check_float('horizon', horizon, 1.0)
-    return start + (end - start) * min(step / (horizon * total_steps), 1.0)
-
-@torch.no_grad()
-def ema_update(target:nn.Module, online:nn.Module,
-               m:float, # momentum: the weight kept by the target
-              ):
-    "target = m * target + (1 - m) * online, parameter by parameter (buffers are left alone, as official)"
-    m = check_float('m', m, 0.0, 1.0)
-    tp, op = list(target.parameters()), list(online.parameters())
-    if len(tp) != len(op) or any(a.shape != b.shape for a, b in zip(tp, op)):
-        raise ValueError("target and online must have the same parameters")
-    torch._foreach_mul_(tp, m)
-    torch._foreach_add_(tp, [p.detach() for p in op], alpha=1 - m)
+from .train import msn_momentum as ema_momentum, ema_update
 
 # %% ../nbs/06_prototypes.ipynb #2106572e
 class MSNEncoder(nn.Module):
@@ -276,11 +260,19 @@ class MSN(nn.Module):
                     max_target=t.max(dim=1).values.mean())  # how peaked the targets are
 
     def on_step_end(self, step:int, # 0-based index of the optimizer step just taken
-                    total_steps:int) -> float: # the momentum used
+                    total_steps:int,
+                    momentum:float|None=None, # the trainer's scheduled momentum; None: the model's own schedule
+                   ) -> float: # the momentum used
         "EMA update of the target encoder (and head) with the official momentum schedule"
-        m = ema_momentum(step, total_steps, *self.momentum)
+        m = ema_momentum(step, total_steps, *self.momentum) if momentum is None else momentum
         ema_update(self.target_encoder, self.encoder, m)
         return m
+
+    @torch.no_grad()
+    def features(self, x:torch.Tensor) -> torch.Tensor:
+        "MSN's evaluation features: the *target* encoder's [CLS] token before its final LayerNorm, (B, D)"
+        from masklab.evaluate import msn_features
+        return msn_features(self.target_encoder.backbone, x)
 
     def clip_parameters(self):
         "The parameters whose gradient norm is clipped: the online encoder and head, not the prototypes (official)"
@@ -321,7 +313,7 @@ def fit_msn(model:MSN, # the model to train (in place)
     trainer = Trainer(model, ds, views, batch_size=batch_size, max_steps=steps, seed=seed, device=device,
                       log_every=1, progress=False, optim=dict(clip_grad=clip or None),
                       schedule=dict(name='msn', lr=lr, warmup_steps=warmup, weight_decay=weight_decay[0],
-                                    final_weight_decay=weight_decay[1]))
+                                    final_weight_decay=weight_decay[1], ema=list(model.momentum)))
     probing = probe is not None and probe_every > 0
     for stop in (sorted({1, steps, *range(probe_every, steps, probe_every)}) if probing else [steps]):
         trainer.fit(until=stop)
@@ -470,11 +462,14 @@ def scores_of(model:MSN, # a trained MSN
     was = model.training
     model.eval()
     P = model.prototypes
+    images = images.to(P.device)  # the inputs follow the model, wherever it lives
     ts = prototype_scores(model.target_encoder(images), P)
-    g = torch.Generator().manual_seed(check_int('seed', seed, 0))
-    z = model.encoder.head(model.encoder.backbone(images, patch_drop=drop, generator=g))
+    g = torch.Generator().manual_seed(check_int('seed', seed, 0))  # drawn on the CPU: the same drop on any device
+    h, w = model.encoder.backbone.token_grid(images)
+    keep = token_drop_indices(len(images), h * w, drop, shared=model.shared_mask, generator=g) if drop > 0 else None
+    z = model.encoder.head(model.encoder.backbone(images, keep_idx=keep))
     model.train(was)
-    return ts, prototype_scores(z, P)
+    return ts.cpu(), prototype_scores(z, P).cpu()
 
 class PrototypeExplorer:
     "Interactive prototypes: pick a prototype to see its nearest images, and an image to see its two distributions"

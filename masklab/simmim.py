@@ -17,7 +17,7 @@ from timm.models.vision_transformer import Block
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from fastcore.basics import patch
-from .core import check_int, check_float, check_choice, normalize, denormalize, seed_everything, to_hwc
+from .core import check_int, check_float, check_choice, normalize, denormalize, seed_everything, to_hwc, full_precision
 from .masking import MaskGenerator, random_unit_masks, upsample_mask, square_image, nearest_fill
 from .encoders import create_encoder, check_token_mask, _Rebuildable
 
@@ -91,11 +91,13 @@ def simmim_loss(x:torch.Tensor, # target images (B, C, H, W), normalized
     if H % patch_size or W % patch_size:
         raise ValueError(f"patch_size {patch_size} must divide the image size (H, W) = {(H, W)}")
     mask = check_token_mask(mask, B, (H // patch_size, W // patch_size))
-    m = upsample_mask(mask, patch_size).unsqueeze(1).to(x.dtype)
-    if loss_on == 'all': m = torch.ones_like(m)
-    if norm_target: x = norm_targets(x, norm_window)
-    err = (x - x_rec).abs()
-    return (err * m).sum() / (m.sum() + 1e-5) / C
+    with full_precision(x.device):  # in a bf16 step the loss is still summed in fp32
+        x, x_rec = x.float(), x_rec.float()
+        m = upsample_mask(mask, patch_size).unsqueeze(1).to(x.dtype)
+        if loss_on == 'all': m = torch.ones_like(m)
+        if norm_target: x = norm_targets(x, norm_window)
+        err = (x - x_rec).abs()
+        return (err * m).sum() / (m.sum() + 1e-5) / C
 
 # %% ../nbs/04_light_head.ipynb #76ce413f
 class MLPHead(_PixelHead):
@@ -178,6 +180,12 @@ class SimMIM(nn.Module):
     def reconstruct(self, x:torch.Tensor, mask:torch.Tensor) -> torch.Tensor:
         "The head's prediction of every pixel, (B, C, H, W)"
         return self.head(self.encoder.forward_map(x, mask))
+
+    @torch.no_grad()
+    def features(self, x:torch.Tensor, block:int|None=None) -> torch.Tensor:
+        "SimMIM's evaluation features: mean-pooled patch tokens of a block (the 8th of ViT-B, else the last), (B, D)"
+        from masklab.evaluate import simmim_features
+        return simmim_features(self.encoder, x, block)
 
     def forward(self, batch:dict) -> dict:
         "dict(image=(B, C, H, W)[, mask=(B, h, w)]) -> dict(loss=...)"
@@ -332,7 +340,8 @@ def render_reconstruction(model:SimMIM, # a trained SimMIM
     img = torch.from_numpy(square_image(image, size)).permute(2, 0, 1)
     x = normalize(img)[None]
     model.eval()
-    pred = model.reconstruct(x, mask)
+    dev = next(model.parameters()).device  # the inputs follow the model; the picture is drawn on the CPU
+    pred = model.reconstruct(x.to(dev), mask.to(dev)).float().cpu()
     px = upsample_mask(mask, p)[0].bool()
     l1 = simmim_loss(x, pred, mask, p).item() if mask.any() else float('nan')
     pred01 = denormalize(pred[0]).clamp(0, 1)

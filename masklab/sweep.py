@@ -22,8 +22,8 @@ from .train import atomic_write, build_method, check_config_compile, checkpoints
 
 # %% auto #0
 __all__ = ['RESULTS', 'METRICS', 'METRIC_METHODS', 'mask_stats', 'set_key', 'expand_grid', 'point_id', 'read_results',
-           'append_row', 'register_metric', 'heldout_loss', 'step_time', 'SweepStopped', 'run_sweep', 'table_columns',
-           'column', 'summarize', 'plot_sweep', 'sweep_figures']
+           'append_row', 'register_metric', 'heldout_loss', 'step_time', 'SweepStopped', 'summary_columns', 'run_sweep',
+           'table_columns', 'column', 'summarize', 'plot_sweep', 'sweep_figures']
 
 # %% ../nbs/05_masking_ratio.ipynb #01ee8f5f
 def mask_stats(img_size:int, mask_patch_size:int, model_patch_size:int, mask_ratio:float,
@@ -210,6 +210,16 @@ def _train(cfg:dict, run:Path, progress:bool) -> dict:
     return pretrain(cfg, run, progress=progress)
 
 # %% ../nbs/05_masking_ratio.ipynb #af694c64
+def summary_columns(summary:dict) -> dict:
+    "A run summary's own evaluation as flat columns: knn, fewshot_5, ... (pre-trained), init_*, pixels_* beside them"
+    cols = {}
+    for who, prefix in (('pretrained', ''), ('random_init', 'init_'), ('pixels', 'pixels_')):
+        r = (summary.get('eval') or {}).get(who)
+        if not r: continue
+        cols[f'{prefix}knn'] = r['knn']
+        for s, v in (r.get('fewshot') or {}).items(): cols[f'{prefix}fewshot_{s}'] = v['mean']
+    return cols
+
 def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset); each point overrides some keys
               grid, # a list of {dotted key: value} points, or a dict of axes for `expand_grid`
               out, # the sweep folder: sweep.json, results.jsonl, results.csv, runs/, figures/
@@ -226,7 +236,7 @@ def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset);
     if not isinstance(points, list) or not points or not all(isinstance(p, dict) and p for p in points):
         raise ValueError(f"grid must be a dict of axes or a non-empty list of non-empty dicts, got {grid!r}")
     if isinstance(metrics, str): metrics = [metrics]
-    metrics = [check_choice('metrics', m, tuple(METRICS)) for m in metrics]
+    metrics = [check_choice('metrics', m, tuple(METRICS)) for m in metrics]  # may be empty: the summary's own evaluation
     cfgs = []
     for p in points:
         cfg = json.loads(json.dumps(base))
@@ -264,6 +274,7 @@ def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset);
             row = dict(id=rid, **p, steps=summary['steps'], first_loss=summary['first_loss'],
                        final_loss=summary['final_loss'], train_s=summary['wall_s'])
             t = time.perf_counter()
+            row.update(summary_columns(summary))
             for m in metrics: row.update(METRICS[m](model, cfg, eval_data))
             row.update(measure_s=round(time.perf_counter() - t, 2),
                        finished=datetime.now(timezone.utc).isoformat(timespec='seconds'))

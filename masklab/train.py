@@ -24,12 +24,14 @@ from .data import Views, EpochSampler, collate_views, simmim_transform
 # %% auto #0
 __all__ = ['NO_DECAY_KEYWORDS', 'SCHEDULES', 'FORMAT', 'METHODS', 'DistEnv', 'init_distributed', 'close_distributed',
            'DistBatchNorm', 'has_batchnorm', 'sync_batchnorm', 'param_groups', 'scale_lr', 'simmim_lr', 'msn_lr',
-           'msn_weight_decay', 'msn_momentum', 'Schedule', 'default_schedule', 'ema_update', 'ToyMethod', 'SkipSampler',
-           'atomic_write', 'save_state', 'load_state', 'optimizer_to_state', 'optimizer_from_state', 'rng_to_state',
-           'rng_from_state', 'check_compile', 'check_cpu_compiler', 'block_owners', 'compile_blocks', 'TrainingError',
-           'checkpoints', 'Trainer', 'state_dict_tensors', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint',
-           'train_step', 'fit', 'register_method', 'build_method', 'MaskedView', 'collate_masked', 'embed_dataset',
-           'knn_accuracy', 'default_config', 'check_config_compile', 'resolve_lr', 'pretrain', 'load_run']
+           'msn_weight_decay', 'msn_momentum', 'ema_start_for', 'Schedule', 'default_schedule', 'ema_update',
+           'ToyMethod', 'SkipSampler', 'atomic_write', 'save_state', 'load_state', 'optimizer_to_state',
+           'optimizer_from_state', 'rng_to_state', 'rng_from_state', 'check_compile', 'check_cpu_compiler',
+           'block_owners', 'compile_blocks', 'TrainingError', 'checkpoints', 'Trainer', 'state_dict_tensors',
+           'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'train_step', 'fit', 'register_method',
+           'build_method', 'MaskedView', 'collate_masked', 'LabelledSubset', 'check_eval_config', 'heldout_split',
+           'embed_dataset', 'run_evaluation', 'default_config', 'check_config_compile', 'resolve_lr', 'pretrain',
+           'load_run']
 
 # %% ../nbs/08_train.ipynb #bc1f0780
 @dataclass
@@ -199,12 +201,26 @@ def msn_weight_decay(step:int, total_steps:int, weight_decay:float=0.04, final_w
     wd = final_weight_decay + (weight_decay - final_weight_decay) * 0.5 * (1 + math.cos(math.pi * progress))
     return max(final_weight_decay, wd) if final_weight_decay <= weight_decay else min(final_weight_decay, wd)
 
-def msn_momentum(step:int, total_steps:int, start:float=0.996, end:float=1.0, horizon:float=1.25) -> float:
+def msn_momentum(step:int, # 0-based index of the optimizer step just taken
+                 total_steps:int, # steps in the whole run
+                 start:float=0.996, end:float=1.0, # the official range
+                 horizon:float=1.25, # the schedule spans horizon * total_steps, so it never reaches `end`
+                ) -> float:
     "MSN's EMA momentum after 0-based `step`: linear from start toward end over horizon x the run"
-    return start + step * (end - start) / (horizon * total_steps)
+    step, total_steps = check_int('step', step, 0), check_int('total_steps', total_steps, 1)
+    start, end = check_float('start', start, 0.0, 1.0), check_float('end', end, 0.0, 1.0)
+    return start + (end - start) * min(step / (check_float('horizon', horizon, 1.0) * total_steps), 1.0)
 
 # %% ../nbs/08_train.ipynb #adefe4c6
 SCHEDULES = ('cosine', 'multistep', 'msn', 'constant')
+
+def ema_start_for(total_steps:int, # optimizer steps in the run
+                  fraction:float, # the largest share of the run the EMA may average over at the start
+                 ) -> float:
+    "The EMA start momentum whose time constant 1/(1-m) is `fraction` of the run: 1 - 1/(fraction * total_steps)"
+    total_steps, fraction = check_int('total_steps', total_steps, 1), check_float('ema_fraction', fraction, 1e-6, 1.0)
+    return max(0.0, 1 - 1 / (fraction * total_steps))
+
 
 class Schedule:
     "A per-iteration schedule from a config dict: `schedule(step)` -> dict(lr, weight_decay, momentum)"
@@ -219,6 +235,8 @@ class Schedule:
         self.lr, self.wd = check_float('lr', cfg['lr'], 0), check_float('weight_decay', cfg['weight_decay'], 0)
         ema = cfg.get('ema', (0.996, 1.0))
         self.ema = (check_float('ema start', ema[0], 0, 1), check_float('ema end', ema[1], 0, 1))
+        if cfg.get('ema_fraction'):  # a short run: the target's time constant 1/(1-m) at most this fraction of the run
+            self.ema = (min(self.ema[0], ema_start_for(self.total, cfg['ema_fraction'])), self.ema[1])
 
     def __call__(self, step:int) -> dict:
         c, T = self.cfg, self.total
@@ -235,18 +253,23 @@ class Schedule:
 def default_schedule(name:str='cosine') -> dict:
     "The keys (and neutral values) a schedule config of kind `name` has"
     check_choice('schedule name', name, SCHEDULES)
-    base = dict(name=name, lr=1e-3, weight_decay=0.05, warmup_epochs=0, ema=[0.996, 1.0], horizon=1.25)
+    base = dict(name=name, lr=1e-3, weight_decay=0.05, warmup_epochs=0, ema=[0.996, 1.0], ema_fraction=None, horizon=1.25)
     if name in ('cosine', 'multistep'): base.update(warmup_lr=0.0, min_lr=0.0, milestones=[], gamma=0.1)
     if name == 'msn': base.update(start_lr=2e-4, final_lr=1e-6, final_weight_decay=0.4)
     return base
 
 # %% ../nbs/08_train.ipynb #e7d7b187
 @torch.no_grad()
-def ema_update(target:nn.Module, online:nn.Module, momentum:float):
-    "target <- momentum * target + (1 - momentum) * online, parameter by parameter (buffers are copied)"
-    momentum = check_float('momentum', momentum, 0, 1)
-    for pt, po in zip(target.parameters(), online.parameters()): pt.lerp_(po.detach(), 1 - momentum)
-    for bt, bo in zip(target.buffers(), online.buffers()): bt.copy_(bo)
+def ema_update(target:nn.Module, online:nn.Module,
+               momentum:float, # the weight the target keeps
+              ):
+    "target <- momentum * target + (1 - momentum) * online, parameter by parameter (buffers are left alone, as official)"
+    m = check_float('momentum', momentum, 0.0, 1.0)
+    tp, op = list(target.parameters()), list(online.parameters())
+    if len(tp) != len(op) or any(a.shape != b.shape for a, b in zip(tp, op)):
+        raise ValueError("target and online must have the same parameters")
+    torch._foreach_mul_(tp, m)
+    torch._foreach_add_(tp, [p.detach() for p in op], alpha=1 - m)
 
 # %% ../nbs/08_train.ipynb #132fbed6
 class ToyMethod(nn.Module):
@@ -279,7 +302,7 @@ class ToyMethod(nn.Module):
         ema_update(self.target, self.encoder, msn_momentum(step, total_steps) if momentum is None else momentum)
 
     @torch.no_grad()
-    def embed(self, x:torch.Tensor) -> torch.Tensor:
+    def features(self, x:torch.Tensor) -> torch.Tensor:
         "Pooled target-encoder features, (B, 2 * width)"
         return self.target(x).mean((2, 3))
 
@@ -631,7 +654,8 @@ def train_step(self:Trainer, it:Iterator) -> dict:
         self.opt.zero_grad(set_to_none=True)  # skip: no update, no EMA move; the data moves on
         with torch.no_grad():
             for b, old in saved: b.copy_(old)
-        if self.scaler: self.scaler.update()
+        # fp16: back the scale off as an overflow would; update() alone asserts, since no step recorded an inf check
+        if self.scaler: self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
         self.nonfinite_skipped += 1
         self.step += 1
         if stop: self.stopped = 'SIGTERM'
@@ -798,40 +822,78 @@ def _build_msn(cfg):
     from masklab.encoders import create_encoder
     m = dict(cfg['model'])
     views = MSNViews(**m.pop('views', {}))
-    backbone = create_encoder(m.pop('encoder'), img_size=cfg['img_size'], drop_path_rate=m.pop('drop_path_rate', 0.0),
-                              dynamic_img_size=True)
+    backbone = create_encoder(m.pop('encoder'), img_size=cfg['img_size'], **{'drop_path_rate': m.pop('drop_path_rate', 0.0),
+                              **m.pop('encoder_kwargs', {}), 'dynamic_img_size': True})
     if 'output_dim' in m: m['out_dim'] = m.pop('output_dim')
     return ms.MSN(backbone, momentum=tuple(cfg['schedule'].get('ema', (0.996, 1.0))), **m), views, collate_views
 register_method('msn', _build_msn)
 
 # %% ../nbs/08_train.ipynb #00e73bf8
+class LabelledSubset(Dataset):
+    "The images `indices` of a labelled dataset, with their labels (what the pre-training half of a split trains on)"
+    def __init__(self, ds, indices):
+        self.ds, self.indices = ds, [int(i) for i in indices]
+        self.labels = [ds.labels[i] for i in self.indices]
+    def __len__(self): return len(self.indices)
+    def __getitem__(self, i): return self.ds[self.indices[i]]
+
+def check_eval_config(ev:dict) -> dict:
+    "Check a run's `eval` settings: knn (bool), k, heldout (fraction kept out of pre-training), fewshot (shots), n_splits"
+    if not isinstance(ev, dict): raise TypeError(f"eval must be a dict, got {type(ev).__name__}")
+    check_int('eval.k', ev.get('k', 20), 1)
+    check_float('eval.heldout', ev.get('heldout', 0.0), 0.0, 0.9)
+    check_int('eval.n_splits', ev.get('n_splits', 3), 1)
+    shots = ev.get('fewshot') or []
+    if not isinstance(shots, (list, tuple)): raise ValueError(f"eval.fewshot must be a list of shots per class, got {shots!r}")
+    for s in shots: check_int('eval.fewshot', s, 1)
+    return ev
+
+def heldout_split(ds, ev:dict) -> tuple[torch.Tensor, torch.Tensor]|None:
+    "Stratified (pre-train, held-out) indices when `eval.heldout` > 0 and the data has labels, else None"
+    from masklab.evaluate import train_test_split
+    if not ev.get('heldout') or not hasattr(ds, 'labels'): return None
+    return train_test_split(torch.as_tensor(list(ds.labels)), ev['heldout'], seed=0)
+
 @torch.no_grad()
-def embed_dataset(model:nn.Module, ds:Dataset, img_size:int, batch_size:int=128, device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
-    "Features (N, D) and labels (N,) of every image of `ds` (resize + centre crop + normalize)"
-    from torchvision.transforms import v2
-    tf = v2.Compose([v2.Resize(img_size, antialias=True), v2.CenterCrop(img_size), v2.ToImage(),
-                     v2.ToDtype(torch.float32, scale=True), v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    was = model.training; model.eval()
+def embed_dataset(model, # a method with `features(x) -> (B, D)`, or 'pixels'
+                  ds, img_size:int, batch_size:int=256, device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
+    "Features (N, D) and labels (N,) of every image of `ds`, through the papers' evaluation resize and centre crop"
+    from masklab.evaluate import eval_transform
+    tf, dev = eval_transform(img_size), torch.device(device)
+    pixels = isinstance(model, str) and model == 'pixels'
+    if not pixels:
+        was = model.training
+        model.eval().to(dev)
     feats, labels = [], []
-    fn = getattr(model, 'embed', None) or (lambda x: model.encoder(x))
     for i in range(0, len(ds), batch_size):
         items = [ds[j] for j in range(i, min(len(ds), i + batch_size))]
-        x = torch.stack([tf(im) for im, _ in items]).to(device)
-        f = fn(x)
-        if f.ndim > 2: f = f.flatten(2).mean(-1) if f.ndim == 4 else f.mean(1)
-        feats.append(f.float().cpu()); labels += [y for _, y in items]
-    model.train(was)
+        x = torch.stack([tf(im) for im, _ in items]).to(dev)
+        feats.append((x.flatten(1) if pixels else model.features(x)).float().cpu()); labels += [int(y) for _, y in items]
+    if not pixels: model.train(was)
     return torch.cat(feats), torch.as_tensor(labels)
 
-def knn_accuracy(feats:torch.Tensor, labels:torch.Tensor, k:int=20) -> float:
-    "Leave-one-out accuracy of a cosine k-NN majority vote"
-    k = check_int('k', k, 1, len(labels) - 1)
-    f = F.normalize(feats.float(), dim=1)
-    sim = f @ f.T
-    sim.fill_diagonal_(-float('inf'))
-    idx = sim.topk(k, dim=1).indices
-    votes = F.one_hot(labels[idx], int(labels.max()) + 1).sum(1)
-    return float((votes.argmax(1) == labels).float().mean())
+def run_evaluation(models:dict, # name -> a method with `features`, or 'pixels'
+                   ds, img_size:int, ev:dict, # the run's data, image size and `eval` settings
+                   split=None, # (pre-train, held-out) indices, or None: leave-one-out on `ds`
+                   device='cpu') -> dict:
+    "A run's label-efficiency check for each model: weighted k-NN and, when asked, MSN's few-shot logistic regression"
+    from masklab.evaluate import knn_eval, few_shot_eval, few_shot_indices, logreg_accuracy
+    res = {}
+    for name, model in models.items():
+        x, y = embed_dataset(model, ds, img_size, device=device)
+        r = res[name] = {}
+        if split is None: r['knn'] = knn_eval(x, y, k=min(ev['k'], len(y) - 1))
+        else:
+            tr, te = split
+            r['knn'] = knn_eval(x[tr], y[tr], x[te], y[te], k=min(ev['k'], len(tr)))
+        for s in ev.get('fewshot') or []:
+            if split is None: r.setdefault('fewshot', {})[str(s)] = few_shot_eval(x, y, s, ev['n_splits'])[s]
+            else:
+                accs = [logreg_accuracy(x[idx], y[idx], x[te], y[te])
+                        for idx in (tr[few_shot_indices(y[tr], s, k)] for k in range(ev['n_splits']))]
+                r.setdefault('fewshot', {})[str(s)] = dict(mean=float(np.mean(accs)), std=float(np.std(accs)), accs=accs)
+    return res
+
 
 # %% ../nbs/08_train.ipynb #2dac54b4
 def default_config(method:str='toy') -> dict:
@@ -842,7 +904,7 @@ def default_config(method:str='toy') -> dict:
                 optim=dict(betas=[0.9, 0.999], eps=1e-8, clip_grad=5.0, keywords=list(NO_DECAY_KEYWORDS),
                            use_model_list=True),
                 lr_scaling=None, log_every=10, save_every=0, keep_checkpoints=2, num_workers=0, skip_nonfinite=0,
-                compile=False, eval=dict(knn=True, k=20))
+                compile=False, eval=dict(knn=True, k=20, heldout=0.0, fewshot=[], n_splits=3))
 
 def check_config_compile(cfg:dict) -> list[str]:
     "Check a config's `compile` before any work: a known backend, and a method with blocks (built on the meta device)"
@@ -862,13 +924,14 @@ def resolve_lr(cfg:dict) -> dict:
         cfg['lr_scaled_from'] = dict(batch=cfg['batch_size'], reference=ref)
     return cfg
 
-def _loss_figure(history, path):
-    import matplotlib; import matplotlib.figure
+def _loss_figure(history):
+    import matplotlib.figure
     fig = matplotlib.figure.Figure(figsize=(6, 3))
     ax = fig.subplots()
     ax.plot([r['step'] for r in history], [r['loss'] for r in history])
     ax.set(xlabel='step', ylabel='loss', title='training loss')
-    fig.tight_layout(); fig.savefig(path, dpi=90)
+    fig.tight_layout()
+    return fig
 
 def pretrain(config:dict, # a config like `default_config(...)`, fully resolved
              out=None, # run folder (None: a temporary one)
@@ -878,8 +941,10 @@ def pretrain(config:dict, # a config like `default_config(...)`, fully resolved
     from masklab.data import get_dataset
     if not isinstance(config, dict): raise TypeError(f"config must be a dict, got {type(config).__name__}")
     cfg = {**default_config(config.get('method', 'toy')), **config}
+    cfg['eval'] = {**default_config()['eval'], **(cfg.get('eval') or {})}
     check_choice('method', cfg['method'], tuple(METHODS))
     check_int('img_size', cfg['img_size'], 8)
+    check_eval_config(cfg['eval'])
     check_config_compile(cfg)
     if cfg.get('lr_scaling') is not None: check_int('lr_scaling', cfg['lr_scaling'], 1)
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix='masklab-run-'))
@@ -890,37 +955,68 @@ def pretrain(config:dict, # a config like `default_config(...)`, fully resolved
     cfg = resolve_lr(cfg)
     ds = get_dataset(cfg['data'])
     if len(ds) == 0: raise ValueError(f"data {cfg['data']!r} is empty")
+    split = heldout_split(ds, cfg['eval'])
+    train_ds = LabelledSubset(ds, split[0]) if split else ds
     seed_everything(cfg['seed'])
     model, transform, collate = build_method(cfg)
-    tr = Trainer(model, ds, transform, collate, batch_size=cfg['batch_size'], epochs=cfg['epochs'],
+    tr = Trainer(model, train_ds, transform, collate, batch_size=cfg['batch_size'], epochs=cfg['epochs'],
                  max_steps=cfg['max_steps'], accum_steps=cfg['accum_steps'], schedule=cfg['schedule'],
                  optim=cfg['optim'], precision=cfg['precision'], device=cfg['device'], seed=cfg['seed'], out=out,
                  log_every=cfg['log_every'], save_every=cfg['save_every'], keep_checkpoints=cfg['keep_checkpoints'],
                  num_workers=cfg['num_workers'], progress=progress, config=cfg,
                  skip_nonfinite=cfg.get('skip_nonfinite', 0), compile=cfg.get('compile', False))
-    knn = cfg['eval'].get('knn') and tr.env.is_main and hasattr(ds, 'labels')
-    before = knn_accuracy(*embed_dataset(tr.module, ds, cfg['img_size'], device=tr.env.device), k=min(cfg['eval']['k'], len(ds) - 1)) if knn and not resume else None
     summary = dict(method=cfg['method'], data=cfg['data'], out=str(out), **tr.fit(resume))
+    # rank 0 alone writes the run's files; whatever it raises is held until every rank has passed the barrier below
+    error = None
     if tr.env.is_main:
-        from safetensors.torch import save
-        sd = {k: v.detach().cpu().contiguous().clone() for k, v in tr.module.state_dict().items()}
-        if not summary['stopped']:
-            atomic_write(out/'model.safetensors', save(sd, metadata={'masklab': json.dumps(dict(config=cfg))}))
-        (out/'figures').mkdir(exist_ok=True)
-        hist = [json.loads(l) for l in (out/'metrics.jsonl').read_text().splitlines() if l.strip()]
-        if hist: _loss_figure(hist, out/'figures'/'loss.png')
-        if hasattr(tr.module, 'run_figures') and not summary['stopped']:  # the method's own pictures
-            tr.module.eval()
-            for name, fig in tr.module.run_figures(ds).items(): fig.savefig(out/'figures'/f'{name}.png', dpi=90)
-            tr.module.train()
-        losses = [r['loss'] for r in hist]
-        if losses: summary.update(first_loss=losses[0], final_loss=losses[-1])
-        if knn and not summary['stopped']:
-            summary['knn'] = dict(k=cfg['eval']['k'], accuracy=knn_accuracy(*embed_dataset(
-                tr.module, ds, cfg['img_size'], device=tr.env.device), k=min(cfg['eval']['k'], len(ds) - 1)), at_init=before)
-        (out/'summary.json').write_text(json.dumps(summary, indent=1))
-    if tr.env.distributed: dist.barrier()
+        try: _finish_run(tr, cfg, ds, split, summary, out)
+        except Exception as e: error = e
+    failed = _rank0_failed(tr.env, error is not None)
+    if error is not None: raise error
+    if failed: raise RuntimeError("rank 0 failed while writing the run's final files; its log has the error")
     return summary
+
+def _rank0_failed(env, failed:bool) -> bool:
+    "Every rank learns whether rank 0 failed (an all-reduce that is also the end-of-run barrier)"
+    if not env.distributed: return failed
+    flag = torch.tensor([float(failed)], device=env.device)
+    dist.all_reduce(flag)
+    return bool(flag.item())
+
+def _finish_run(tr:Trainer, cfg:dict, ds, split, summary:dict, out:Path):
+    "Rank 0's end of a run: model.safetensors, the evaluation, summary.json, then the figures (their errors recorded)"
+    from safetensors.torch import save
+    sd = {k: v.detach().cpu().contiguous().clone() for k, v in tr.module.state_dict().items()}
+    if not summary['stopped']:
+        atomic_write(out/'model.safetensors', save(sd, metadata={'masklab': json.dumps(dict(config=cfg))}))
+    hist = [json.loads(l) for l in (out/'metrics.jsonl').read_text().splitlines() if l.strip()]
+    losses = [r['loss'] for r in hist]
+    if losses: summary.update(first_loss=losses[0], final_loss=losses[-1])
+    if cfg['eval'].get('knn') and not summary['stopped'] and callable(getattr(tr.module, 'features', None)) \
+            and hasattr(ds, 'labels'):
+        seed_everything(cfg['seed'])
+        at_init = build_method(cfg)[0]  # the same weights the run started from: same seed, same builder
+        summary['eval'] = run_evaluation({'pretrained': tr.module, 'random_init': at_init, 'pixels': 'pixels'}, ds,
+                                         cfg['img_size'], cfg['eval'], split, tr.env.device)
+        e = summary['eval']
+        summary['knn'] = dict(k=cfg['eval']['k'], accuracy=e['pretrained']['knn'], at_init=e['random_init']['knn'],
+                              pixels=e['pixels']['knn'])
+    (out/'summary.json').write_text(json.dumps(summary, indent=1))
+    (out/'figures').mkdir(exist_ok=True)
+    figures = {}
+    if hist: figures['loss'] = lambda: {'loss': _loss_figure(hist)}
+    if hasattr(tr.module, 'run_figures') and not summary['stopped']: figures['method'] = lambda: tr.module.run_figures(ds)
+    was = tr.module.training
+    tr.module.eval()
+    for what, make in figures.items():
+        try:
+            for name, fig in make().items(): fig.savefig(out/'figures'/f'{name}.png', dpi=90)
+        except Exception as e:  # a figure is not worth the run: say what failed, keep everything else
+            summary.setdefault('figure_errors', {})[what] = f"{type(e).__name__}: {e}"
+            print(f"masklab: the {what} figures failed ({type(e).__name__}: {e}); the run's files are written",
+                  file=sys.stderr)
+    tr.module.train(was)
+    if 'figure_errors' in summary: (out/'summary.json').write_text(json.dumps(summary, indent=1))
 
 def load_run(path, # a run folder written by `pretrain`, or its model.safetensors
             ) -> tuple[nn.Module, dict]: # the method (eval mode, CPU) and its resolved config

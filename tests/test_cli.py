@@ -50,3 +50,19 @@ def test_debug_shows_traceback(tmp_path):
 def test_python_dash_m(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'masklab.cli', '--version'], capture_output=True, text=True)
     assert r.returncode == 0 and 'masklab' in r.stdout
+
+def test_an_unexpected_error_is_one_line_and_exit_1(monkeypatch, capsys):
+    "A bug or a broken environment (here a KeyError from inside a command) is one line; --debug shows the traceback"
+    from masklab import cli
+    def broken(args): raise KeyError('schedule')
+    parser = cli.build_parser
+    def patched():
+        p = parser()
+        for action in p._subparsers._group_actions:
+            action.choices['data'].set_defaults(fn=broken)
+        return p
+    monkeypatch.setattr(cli, 'build_parser', patched)
+    assert cli.main(['data']) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'unexpected error: KeyError' in err and '--debug' in err
+    with pytest.raises(KeyError): cli.main(['--debug', 'data'])

@@ -205,3 +205,60 @@ def test_sinkhorn_and_me_max_reduce_over_processes(tmp_path):
     p = torch.softmax(torch.randn(16, 6, generator=gen(3)) * 3, 1)
     torch.testing.assert_close(torch.cat([got[0]['t'], got[1]['t']]), sinkhorn(p, 3))
     for g in got: assert g['m'].item() == pytest.approx(me_max(p).item(), abs=1e-6)
+
+
+def _tiny_msn(K=16):
+    torch.manual_seed(0)
+    return MSN(create_encoder('msn_vit_tiny', img_size=32), hidden_dim=32, out_dim=16, num_prototypes=K)
+
+
+def test_loss_and_targets_are_fp32_under_bf16_autocast():
+    "MSN's similarities, softmaxes, sharpening and Sinkhorn run in fp32 inside a bf16 step (official: fp32)"
+    g = gen(3)
+    anchor, target, P = torch.randn(3 * 32, 64, generator=g), torch.randn(32, 64, generator=g), torch.randn(256, 64, generator=g)
+    ref = msn_loss(anchor, target, P)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = msn_loss(anchor, target, P)
+    assert got['loss'].dtype == torch.float32 and got['targets'].dtype == torch.float32
+    assert torch.equal(got['targets'], ref['targets']) and torch.equal(got['loss'], ref['loss'])
+    # bf16 inputs (what an autocast encoder hands over) are promoted, not computed in bf16
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        low = msn_loss(anchor.bfloat16(), target.bfloat16(), P)
+    torch.testing.assert_close(low['loss'], msn_loss(anchor.bfloat16().float(), target.bfloat16().float(), P)['loss'])
+
+
+def test_head_init_is_official():
+    head = MSNProjectionHead(384)
+    for fc in (head.fc1, head.fc2, head.fc3):
+        assert torch.count_nonzero(fc.bias) == 0
+        assert abs(fc.weight.std().item() - 0.02) < 0.002 and abs(fc.weight.mean().item()) < 0.002  # default Linear: std 0.03 at 384 in
+
+
+def test_features_are_the_target_cls_before_the_final_norm():
+    model = _tiny_msn()
+    with torch.no_grad(): model.target_encoder.backbone.norm.weight.mul_(3.0)  # the final norm must not matter
+    x = torch.randn(4, 3, 32, 32, generator=gen())
+    f = model.features(x)
+    ref = model.target_encoder.backbone.forward_features(x, norm=False)[:, 0]
+    torch.testing.assert_close(f, ref)
+    with torch.no_grad(): model.encoder.backbone.cls_token.add_(1.0)  # the online encoder is not what is read
+    torch.testing.assert_close(model.features(x), ref)
+
+
+def test_on_step_end_takes_the_trainers_momentum():
+    model = _tiny_msn()
+    before = [p.clone() for p in model.target_encoder.parameters()]
+    with torch.no_grad():
+        for p in model.encoder.parameters(): p.add_(1.0)
+    assert model.on_step_end(0, 10, momentum=0.5) == 0.5
+    for b, t, o in zip(before, model.target_encoder.parameters(), model.encoder.parameters()):
+        torch.testing.assert_close(t, 0.5 * b + 0.5 * o)
+
+
+def test_end_of_run_helpers_follow_the_models_device():
+    "A model on another device (meta stands in for CUDA): the inputs move to it; only copying meta data back fails"
+    from masklab.msn import scores_of
+    model = _tiny_msn().to('meta')
+    x = torch.randn(4, 3, 32, 32)  # built on the CPU, as run_figures builds them
+    with pytest.raises(NotImplementedError, match='meta'):  # before: a device-mismatch RuntimeError in the forward
+        scores_of(model, x)

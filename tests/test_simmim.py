@@ -117,3 +117,30 @@ def test_explorer_headless():
     with pytest.raises(ValueError, match='same length'): reconstruction_grid(model, [], [dict()])
     with pytest.raises(ValueError, match='input_size must be a multiple of mask_patch_size'):
         render_reconstruction(model, photos(['chelsea'])[0][1], mask_patch_size=12)
+
+
+def test_loss_is_fp32_under_bf16_autocast():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 32, 32, generator=g), torch.randn(2, 3, 32, 32, generator=g)
+    mask = (torch.rand(2, 2, 2, generator=g) > 0.5).long()
+    ref = simmim_loss(x, y, mask, 16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = simmim_loss(x, y.bfloat16(), mask, 16)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, simmim_loss(x, y.bfloat16().float(), mask, 16))
+
+
+def test_reconstruction_follows_the_models_device():
+    "render_reconstruction builds its inputs on the CPU; they must move to the model (meta stands in for CUDA)"
+    from masklab.simmim import render_reconstruction
+    model = SimMIM(create_encoder('simmim_vit_tiny', img_size=32), mask_patch_size=16).to('meta')
+    with pytest.raises(NotImplementedError, match='meta'):  # before: a device-mismatch RuntimeError in the encoder
+        render_reconstruction(model, np.zeros((40, 40, 3)))
+
+
+def test_features_are_the_evaluation_features():
+    from masklab.evaluate import simmim_features
+    torch.manual_seed(0)
+    model = SimMIM(create_encoder('simmim_vit_tiny', img_size=32), mask_patch_size=16)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model.features(x), simmim_features(model.encoder, x))

@@ -71,3 +71,14 @@ def test_sigterm_under_torchrun_saves_and_resumes(tmp_path):
     assert len(cks) == 1, err[-2000:]
     step = int(cks[0].stem.split('-')[1])
     assert 0 < step < 400
+
+def test_rank0_failing_at_the_end_does_not_strand_the_others(tmp_path):
+    "Rank 0 alone writes the run's files; when that fails, every rank exits (no rank left waiting at a barrier)"
+    out = tmp_path/'run'
+    (out/'summary.json').mkdir(parents=True)  # rank 0's write of summary.json will fail (IsADirectoryError)
+    t = time.time()
+    r = cli('--method', 'toy', '--preset', 'tiny', '--set', 'max_steps=4', '--set', 'eval.knn=false', '--out', str(out),
+            nproc=2, check=False)
+    assert r.returncode != 0 and time.time() - t < 120
+    assert 'Is a directory' in r.stderr and 'rank 0 failed' in r.stderr, r.stderr[-3000:]
+    assert (out/'model.safetensors').exists()  # what was written before the failure stays

@@ -140,3 +140,51 @@ def test_compile_on_cpu_without_a_compiler_is_refused(ds, monkeypatch):
     from masklab.train import check_cpu_compiler
     check_cpu_compiler('aot_eager', 'cpu')  # other backends build nothing
     check_cpu_compiler('inductor', 'meta')  # and only CPU kernels need the compiler
+
+def test_fp16_skip_of_a_nonfinite_step_backs_off_the_scale(ds):
+    "The fp16 skip path used to call scaler.update() with no inf check recorded: GradScaler asserts"
+    tr = make(ds, steps=6, method=ToyMethod(width=4, nan_at_step=2), skip_nonfinite=3)
+    tr.scaler = torch.amp.GradScaler('cpu', init_scale=1024.0)  # what precision='fp16' builds on CUDA
+    it = iter(tr._loader(0))
+    recs = [tr.train_step(it) for _ in range(3)]
+    assert 'skipped' in recs[2] and 'skipped' not in recs[1]
+    assert tr.scaler.get_scale() == 512.0  # backed off once, as an overflow would
+    assert tr.nonfinite_skipped == 1
+
+def test_ema_fraction_scales_the_start_momentum():
+    from masklab.train import Schedule, ema_start_for
+    assert ema_start_for(100, 0.1) == pytest.approx(0.9)
+    s = Schedule(dict(name='msn', ema=[0.996, 1.0], ema_fraction=0.1), 10, 100)
+    assert s(0)['momentum'] == pytest.approx(0.9)
+    assert Schedule(dict(name='msn', ema=[0.996, 1.0]), 10, 100)(0)['momentum'] == 0.996  # paper presets: untouched
+    assert Schedule(dict(name='msn', ema=[0.996, 1.0], ema_fraction=0.1), 10, 10**6)(0)['momentum'] == 0.996  # long runs too
+
+def test_a_failing_figure_keeps_the_run_and_its_summary(tmp_path, monkeypatch):
+    "Figures come last and their failure is recorded: model.safetensors, the evaluation and summary.json survive"
+    from masklab.train import pretrain, default_config
+    def boom(self, ds): raise RuntimeError("Expected all tensors to be on the same device")
+    monkeypatch.setattr(ToyMethod, 'run_figures', boom, raising=False)
+    cfg = {**default_config('toy'), 'max_steps': 3, 'batch_size': 16, 'log_every': 1, 'device': 'cpu'}
+    s = pretrain(cfg, out=tmp_path/'run', progress=False)
+    assert 'same device' in s['figure_errors']['method']
+    saved = json.loads((tmp_path/'run'/'summary.json').read_text())
+    assert saved['figure_errors'] == s['figure_errors'] and 0 <= saved['knn']['accuracy'] <= 1
+    assert (tmp_path/'run'/'model.safetensors').exists() and (tmp_path/'run'/'figures'/'loss.png').exists()
+
+def test_run_evaluation_holds_out_and_compares(tmp_path):
+    "eval.heldout keeps images out of pre-training; the summary has pretrained / random_init / pixels side by side"
+    from masklab.train import pretrain, default_config, heldout_split, LabelledSubset
+    from masklab.data import get_dataset
+    digits = get_dataset('digits')
+    tr_idx, te_idx = heldout_split(digits, dict(heldout=0.2))
+    assert len(set(tr_idx.tolist()) & set(te_idx.tolist())) == 0 and abs(len(te_idx) / len(digits) - 0.2) < 0.01
+    assert LabelledSubset(digits, tr_idx).labels == [digits.labels[i] for i in tr_idx.tolist()]
+    cfg = {**default_config('toy'), 'data': 'digits', 'max_steps': 2, 'batch_size': 16, 'device': 'cpu', 'img_size': 16,
+           'eval': dict(knn=True, k=5, heldout=0.2, fewshot=[1, 2], n_splits=2)}
+    s = pretrain(cfg, out=tmp_path/'run', progress=False)
+    assert set(s['eval']) == {'pretrained', 'random_init', 'pixels'}
+    for r in s['eval'].values():
+        assert 0 <= r['knn'] <= 1 and len(r['fewshot']['2']['accs']) == 2
+    assert s['eval']['pixels']['knn'] > 0.8  # 8x8 digits: raw pixels already separate them
+    with pytest.raises(ValueError, match='eval.heldout'):
+        pretrain({**cfg, 'eval': dict(heldout=1.5)}, out=tmp_path/'bad', progress=False)
