@@ -132,7 +132,21 @@ class MaskTokenBeit(_TokenMap, _Rebuildable, Beit):
         kwargs.setdefault('use_fc_norm', False)  # SimMIM normalizes every token, not a pooled vector
         super().__init__(**kwargs)
         _square_patch(self)
+        self.official_init()
         self._remember(timm_name, kwargs, self.embed_dim)
+
+    def official_init(self):
+        "The official SimMIM ViT's init: [CLS], linear layers and the patch conv cut at +-1 std, then BEiT's rescaling"
+        cut = lambda t: trunc_normal_(t, **self.mask_token_init)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                cut(m.weight)
+                if m.bias is not None: nn.init.zeros_(m.bias)
+        for p in (self.pos_embed, self.cls_token):
+            if p is not None: cut(p)
+        self.fix_init_weight()
+        if getattr(self, 'head_init_scale', None) and isinstance(self.head, nn.Linear):
+            with torch.no_grad(): self.head.weight.mul_(self.head_init_scale)
 
     def forward_features(self, x:torch.Tensor, mask:torch.Tensor|None=None) -> torch.Tensor:
         "Tokens after the final norm, (B, 1 + N, D); masked patches enter as the mask token"
@@ -196,9 +210,13 @@ class TokenDropViT(_Rebuildable, VisionTransformer):
         self._remember(timm_name, kwargs)
 
     def init_weights(self, *args, **kwargs):
-        "timm's ViT init, with [CLS] drawn as in MSN: truncated normal, std 0.02 (timm: normal, std 1e-6)"
+        "timm's ViT init, with [CLS] and the patch conv drawn as in MSN's deit.py"
         super().init_weights(*args, **kwargs)
-        if self.cls_token is not None: trunc_normal_(self.cls_token, std=.02)
+        if self.cls_token is not None: trunc_normal_(self.cls_token, std=.02)  # timm: normal, std 1e-6
+        conv = getattr(self.patch_embed, 'proj', None)
+        if isinstance(conv, nn.Conv2d):  # timm: PyTorch's default
+            nn.init.kaiming_normal_(conv.weight, mode='fan_in', nonlinearity='relu')
+            if conv.bias is not None: nn.init.zeros_(conv.bias)
 
     def _pos_embed(self, x:torch.Tensor) -> torch.Tensor:
         "Prefix tokens and position embeddings as timm adds them, resized as MSN does: bicubic, no antialiasing"

@@ -201,3 +201,31 @@ def test_focal_view_forward_uses_official_resize():
         tokens = torch.cat([enc.cls_token.expand(2, -1, -1) + enc.pos_embed[:, :1], t + pos], 1)
         want = enc.norm(enc.blocks(enc.norm_pre(tokens)))
         torch.testing.assert_close(enc.forward_features(x), want)
+
+
+def test_beit_init_is_official_simmim_vit():
+    "Official SimMIM ViT: every trunc-normal (cls, Linear, patch conv) cut at +-1 std, conv bias 0, BEiT rescaling"
+    import math
+    torch.manual_seed(0)
+    enc = create_encoder('simmim_beit_tiny')
+    assert enc.cls_token.abs().max() <= 0.02
+    assert enc.patch_embed.proj.weight.abs().max() <= 0.02 and torch.count_nonzero(enc.patch_embed.proj.bias) == 0
+    for i, blk in enumerate(enc.blocks):
+        for lin in (blk.attn.qkv, blk.mlp.fc1):
+            assert lin.weight.abs().max() <= 0.02 and 0.0095 < lin.weight.std().item() < 0.0122
+        for lin in (blk.attn.proj, blk.mlp.fc2):  # drawn the same way, then divided by sqrt(2 (i + 1))
+            s = math.sqrt(2 * (i + 1))
+            assert lin.weight.abs().max() <= 0.02 / s + 1e-9 and 0.0095 < lin.weight.std().item() * s < 0.0122
+    assert torch.count_nonzero(enc.rel_pos_bias.relative_position_bias_table) == 0
+
+
+def test_msn_patch_conv_is_kaiming_normal():
+    "Official MSN deit.py: Conv2d kaiming_normal_(fan_in, relu), bias 0 (timm: PyTorch's default uniform)"
+    import math
+    torch.manual_seed(0)
+    enc = create_encoder('msn_vit_tiny')
+    w = enc.patch_embed.proj.weight
+    assert torch.count_nonzero(enc.patch_embed.proj.bias) == 0
+    fan_in = w[0].numel()
+    assert abs(w.std().item() / math.sqrt(2 / fan_in) - 1) < 0.04  # 12288 draws
+    assert w.abs().max() > 2 * math.sqrt(2 / fan_in)  # a normal, not a uniform
