@@ -16,10 +16,12 @@ from .core import check_int, check_float, check_choice, derive_seed, get_device,
 from .train import load_run, build_method
 
 # %% auto #0
-__all__ = ['FINETUNE_RECIPES', 'PROTOCOLS', 'as_features', 'as_labels', 'default_block', 'simmim_features', 'msn_features',
-           'eval_transform', 'resolve_model', 'extract_features', 'knn_predict', 'knn_eval', 'train_test_split',
-           'few_shot_indices', 'centre_normalize', 'logreg_accuracy', 'few_shot_eval', 'LinearProbe', 'linear_probe',
-           'Classifier', 'set_drop_path', 'layer_decay_groups', 'finetune', 'evaluate']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'EVAL_INTERPOLATION', 'FINETUNE_RECIPES', 'PROTOCOLS', 'as_features', 'as_labels',
+           'model_device', 'default_block', 'simmim_features', 'msn_features', 'eval_resize', 'eval_transform',
+           'resolve_model', 'extract_features', 'knn_predict', 'knn_eval', 'train_test_split', 'few_shot_indices',
+           'cyanure_preprocess', 'logreg_weights', 'logreg_accuracy', 'few_shot_eval', 'LinearProbe', 'linear_probe',
+           'expand_rel_pos_bias', 'Classifier', 'encoder_blocks', 'set_drop_path', 'vit_layer_id', 'swin_layer_id',
+           'no_weight_decay', 'layer_decay_groups', 'finetune_lr', 'finetune_transform', 'finetune', 'evaluate']
 
 # %% ../nbs/09_evaluate.ipynb #d7635769
 def as_features(feats, name:str='feats') -> torch.Tensor:
@@ -48,20 +50,26 @@ def as_labels(labels, n:int, name:str='labels', min_classes:int=2) -> torch.Tens
     return labels.long().cpu()
 
 # %% ../nbs/09_evaluate.ipynb #c8cdad9e
+def model_device(module:nn.Module) -> torch.device:
+    "The device of a module's first parameter or buffer (CPU if it has none): where its inputs must be built"
+    for t in (*module.parameters(), *module.buffers()): return t.device
+    return torch.device('cpu')
+
 def default_block(encoder:nn.Module) -> int:
     "SimMIM's probe block (1-based): 8 for a 12-block ViT-B, else the last block"
     depth = len(encoder.blocks)
     return 8 if depth == 12 else depth
 
-def simmim_features(encoder:nn.Module, # a MaskTokenViT or MaskTokenBeit (SimMIM.encoder)
-                    x:torch.Tensor, # normalized images (B, 3, H, W)
+def simmim_features(encoder:nn.Module, # a MaskTokenViT or MaskTokenBeit (SimMIM.encoder), on any device
+                    x:torch.Tensor, # normalized images (B, 3, H, W), on any device (moved to the encoder's)
                     block:int|None=None, # 1-based block whose output is pooled (None: `default_block`)
-                   ) -> torch.Tensor: # (B, D)
+                   ) -> torch.Tensor: # (B, D), on the encoder's device
     "Mean of the patch tokens at the output of block `block` (no final norm)"
     from masklab.encoders import MaskTokenBeit
     if not hasattr(encoder, 'blocks'):
         raise TypeError(f"block features need a ViT or BEiT encoder, got {type(encoder).__name__}; Swin is not supported")
     block = default_block(encoder) if block is None else check_int('block', block, 1, len(encoder.blocks))
+    x = x.to(model_device(encoder))
     encoder.token_grid(x)
     t = encoder.patch_embed(x)
     if isinstance(encoder, MaskTokenBeit):
@@ -76,17 +84,29 @@ def simmim_features(encoder:nn.Module, # a MaskTokenViT or MaskTokenBeit (SimMIM
         prefix = encoder.num_prefix_tokens
     return t[:, prefix:].mean(1)
 
-def msn_features(backbone:nn.Module, # MSN.target_encoder.backbone (a TokenDropViT)
-                 x:torch.Tensor) -> torch.Tensor: # (B, D)
+def msn_features(backbone:nn.Module, # MSN.target_encoder.backbone (a TokenDropViT), on any device
+                 x:torch.Tensor, # normalized images (B, 3, H, W), on any device (moved to the backbone's)
+                ) -> torch.Tensor: # (B, D), on the backbone's device
     "The [CLS] token before the final LayerNorm (MSN's few-shot and linear features)"
-    return backbone.forward_features(x, norm=False)[:, 0]
+    return backbone.forward_features(x.to(model_device(backbone)), norm=False)[:, 0]
 
 # %% ../nbs/09_evaluate.ipynb #201e9198
-def eval_transform(img_size:int):
-    "Resize the short side, centre-crop to `img_size`, scale to [0, 1] and ImageNet-normalize"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+EVAL_INTERPOLATION = {'simmim': 'bicubic', 'msn': 'bilinear', 'pixels': 'bicubic'}  # SimMIM's config / MSN's torchvision default
+
+def eval_resize(img_size:int) -> int:
+    "The short side an evaluation image is resized to before its centre crop: SimMIM's `int(256 / 224 * img_size)`"
+    return int(256 / 224 * check_int('img_size', img_size, 1))
+
+def eval_transform(img_size:int, # side of the centre crop the encoder sees
+                   interpolation:str='bicubic', # 'bicubic' (SimMIM, MAE) or 'bilinear' (MSN)
+                  ):
+    "Resize the short side to `eval_resize(img_size)` (256 for 224), centre-crop `img_size`, scale to [0, 1], ImageNet-normalize"
     from torchvision.transforms import v2
-    return v2.Compose([v2.Resize(img_size, antialias=True), v2.CenterCrop(img_size), v2.ToImage(),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    modes = {'bicubic': v2.InterpolationMode.BICUBIC, 'bilinear': v2.InterpolationMode.BILINEAR}
+    mode = modes[check_choice('interpolation', interpolation, tuple(modes))]
+    return v2.Compose([v2.Resize(eval_resize(img_size), interpolation=mode, antialias=True), v2.CenterCrop(img_size),
+                       v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 def resolve_model(model_or_run, # a SimMIM or MSN model, a run folder / model.safetensors, or 'pixels'
                  ) -> tuple[nn.Module|None, str, int|None]: # (model, method, the run's img_size)
@@ -109,7 +129,7 @@ def extract_features(model_or_run, # a SimMIM or MSN model, a `masklab pretrain`
                      img_size:int|None=None, # evaluation image side (None: the run's, else the encoder's, 32 for pixels)
                      block:int|None=None, # SimMIM only: the 1-based block to pool (None: 8 for ViT-B, else the last)
                      batch_size:int=64,
-                     device='cpu', # 'cpu' | 'cuda' | 'mps' | 'auto'
+                     device=None, # None: where the model is; or 'cpu' | 'cuda' | 'mps' | 'auto' (the model goes back after)
                      progress:bool=True, # tqdm progress bar
                     ) -> tuple[torch.Tensor, torch.Tensor]: # features (N, D) float32 on CPU, labels (N,) int64
     "Frozen features of every image of `ds`, taken where the model's paper takes them"
@@ -118,7 +138,8 @@ def extract_features(model_or_run, # a SimMIM or MSN model, a `masklab pretrain`
     if len(ds) == 0: raise ValueError("ds is empty")
     model, method, run_size = resolve_model(model_or_run)
     if method != 'simmim' and block is not None: raise ValueError(f"block is only for SimMIM features, got block={block} for {method}")
-    dev = get_device(device)
+    home = model_device(model) if model is not None else torch.device('cpu')
+    dev = home if device is None else get_device(device)
     if method == 'pixels': fn, size = (lambda x: x.flatten(1)), img_size or 32
     elif method == 'msn':
         enc = model.target_encoder.backbone
@@ -129,7 +150,7 @@ def extract_features(model_or_run, # a SimMIM or MSN model, a `masklab pretrain`
         fn, size = (lambda x: simmim_features(enc, x, block)), img_size or run_size or enc.patch_embed.img_size[0]
     was = model.training if model is not None else False
     if model is not None: model.eval().to(dev)
-    tf = eval_transform(size)
+    tf = eval_transform(size, EVAL_INTERPOLATION[method])
     from tqdm.auto import tqdm
     feats, labels = [], []
     try:
@@ -138,7 +159,7 @@ def extract_features(model_or_run, # a SimMIM or MSN model, a `masklab pretrain`
             x = torch.stack([tf(im) for im, _ in items]).to(dev)
             feats.append(fn(x).float().cpu()); labels += [int(y) for _, y in items]
     finally:
-        if model is not None: model.train(was)
+        if model is not None: model.train(was).to(home)
     return torch.cat(feats), torch.as_tensor(labels, dtype=torch.long)
 
 # %% ../nbs/09_evaluate.ipynb #ef129a89
@@ -203,26 +224,41 @@ def few_shot_indices(labels, # labels of the pool the shots are drawn from
     return torch.cat(out).sort().values
 
 # %% ../nbs/09_evaluate.ipynb #41e028fd
-def centre_normalize(train_feats:torch.Tensor, *others:torch.Tensor) -> list[torch.Tensor]:
-    "Subtract the mean of `train_feats` from every set and L2-normalize each row"
-    mu = train_feats.mean(0, keepdim=True)
-    return [F.normalize(f - mu, dim=1) for f in (train_feats, *others)]
+def cyanure_preprocess(feats, name:str='feats') -> torch.Tensor:
+    "cyanure's `preprocess(x, centering=True, normalize=True, columns=False)`: each row minus its own mean, then L2-normalized"
+    x = as_features(feats, name)
+    return F.normalize(x - x.mean(1, keepdim=True), dim=1)
+
+def logreg_weights(train_feats, train_labels,
+                   lam:float=0.0025, # MSN's lambda; the penalty is lambda / N_train
+                   max_iter:int=1000, tol:float=1e-4, # scikit-learn's lbfgs stopping rule
+                  ) -> tuple[torch.Tensor, torch.Tensor]: # W (K, D) float64, the K class ids its rows stand for
+    "cyanure's multinomial logistic regression, no intercept: W minimizes mean CE(W x_i, y_i) + (lambda / N) / 2 |W|^2"
+    from sklearn.linear_model import LogisticRegression
+    x = as_features(train_feats, 'train_feats').double()
+    y = as_labels(train_labels, len(x), 'train_labels')
+    lam = check_float('lam', lam, 1e-12)
+    classes = y.unique()
+    basis = torch.linalg.svd(x, full_matrices=False)[2].T if x.shape[1] > len(x) else None  # W lies in the span of the rows
+    xs = x @ basis if basis is not None else x
+    binary = len(classes) == 2  # scikit-learn fits one vector v = w_1 - w_0 = 2 w_1: its penalty |v|^2 / 2 needs C = 2 / lambda
+    clf = LogisticRegression(C=(2.0 if binary else 1.0) / lam, fit_intercept=False,
+                             max_iter=check_int('max_iter', max_iter, 1), tol=check_float('tol', tol, 0.0))
+    clf.fit(xs.numpy(), y.numpy())
+    w = torch.from_numpy(clf.coef_)
+    if binary: w = torch.cat([-w / 2, w / 2])
+    return (w @ basis.T if basis is not None else w), classes
 
 def logreg_accuracy(train_feats, train_labels, test_feats, test_labels,
                     lam:float=0.0025, # MSN's lambda; the penalty is lambda / N_train
                     max_iter:int=1000) -> float:
-    "Top-1 test accuracy of MSN's centred, L2-normalized, no-intercept L2 logistic regression"
-    from sklearn.linear_model import LogisticRegression
-    xtr, xte = as_features(train_feats, 'train_feats'), as_features(test_feats, 'test_feats')
-    ytr, yte = as_labels(train_labels, len(xtr), 'train_labels'), as_labels(test_labels, len(xte), 'test_labels', 1)
-    lam = check_float('lam', lam, 1e-12)
-    xtr, xte = centre_normalize(xtr, xte)
-    if xtr.shape[1] > len(xtr):  # W lies in the span of the train features: solve there (exact, and fast for wide features)
-        basis = torch.linalg.svd(xtr.double(), full_matrices=False)[2].T.float()
-        xtr, xte = xtr @ basis, xte @ basis
-    clf = LogisticRegression(C=1.0 / lam, fit_intercept=False, max_iter=check_int('max_iter', max_iter, 1))
-    clf.fit(xtr.double().numpy(), ytr.numpy())
-    return float((clf.predict(xte.double().numpy()) == yte.numpy()).mean())
+    "Top-1 test accuracy of MSN's few-shot classifier: `cyanure_preprocess` on train and test alike, then `logreg_weights`"
+    xtr, xte = cyanure_preprocess(train_feats, 'train_feats'), cyanure_preprocess(test_feats, 'test_feats')
+    if xtr.shape[1] != xte.shape[1]: raise ValueError(f"test_feats must have {xtr.shape[1]} columns like train_feats, got {xte.shape[1]}")
+    yte = as_labels(test_labels, len(xte), 'test_labels', 1)
+    w, classes = logreg_weights(xtr, train_labels, lam, max_iter)
+    pred = classes[(xte.double() @ w.T).argmax(1)]
+    return float((pred == yte).double().mean())
 
 def few_shot_eval(feats, labels,
                   shots=(1, 2, 5), # labelled images per class
@@ -245,17 +281,19 @@ def few_shot_eval(feats, labels,
 
 # %% ../nbs/09_evaluate.ipynb #b4220d5b
 class LinearProbe(nn.Module):
-    "LayerNorm (no affine) -> L2 normalize -> Linear: MSN's linear-evaluation head"
+    "LayerNorm (with its affine parameters) -> L2 normalize -> Linear: MSN's `LinearClassifier`"
     def __init__(self, dim:int, n_classes:int):
         super().__init__()
-        self.norm = nn.LayerNorm(check_int('dim', dim, 1), elementwise_affine=False)
+        self.norm = nn.LayerNorm(check_int('dim', dim, 1))
         self.fc = nn.Linear(dim, check_int('n_classes', n_classes, 2))
+        nn.init.normal_(self.fc.weight, std=0.01); nn.init.zeros_(self.fc.bias)
     def forward(self, x:torch.Tensor) -> torch.Tensor: return self.fc(F.normalize(self.norm(x), dim=-1))
 
 def linear_probe(train_feats, train_labels, test_feats, test_labels,
-                 epochs:int=30, lr:float=6.4, # MSN's lr (nesterov SGD, momentum 0.9, cosine decay)
-                 batch_size:int=64, weight_decay:float=0.0, seed:int=0) -> dict:
-    "Train `LinearProbe` on frozen features; returns train and test accuracy"
+                 epochs:int=30, lr:float=6.4, # MSN's lr (nesterov SGD, momentum 0.9, cosine decay to 0)
+                 batch_size:int=64, weight_decay:float=0.0, # MSN: 0; never on biases and the LayerNorm
+                 seed:int=0) -> dict:
+    "Train `LinearProbe` on frozen features; returns train and test accuracy, the last loss and the probe"
     xtr, xte = as_features(train_feats, 'train_feats'), as_features(test_feats, 'test_feats')
     ytr, yte = as_labels(train_labels, len(xtr), 'train_labels'), as_labels(test_labels, len(xte), 'test_labels', 1)
     epochs, batch_size = check_int('epochs', epochs, 1), check_int('batch_size', batch_size, 1)
@@ -264,7 +302,10 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels,
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed(seed, 'linear_probe_init'))
         probe = LinearProbe(xtr.shape[1], int(max(ytr.max(), yte.max())) + 1)
-    opt = torch.optim.SGD(probe.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    decay = [p for n, p in probe.named_parameters() if p.ndim > 1 and not n.endswith('bias')]
+    rest = [p for n, p in probe.named_parameters() if not (p.ndim > 1 and not n.endswith('bias'))]
+    opt = torch.optim.SGD([dict(params=decay), dict(params=rest, weight_decay=0.0)], lr=lr, momentum=0.9,
+                          nesterov=True, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(xtr) / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(epochs):
@@ -273,68 +314,156 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels,
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     with torch.no_grad():
         acc = lambda x, y: float((probe(x).argmax(1) == y).float().mean())
-        return dict(train=acc(xtr, ytr), test=acc(xte, yte), final_loss=float(loss))
+        return dict(train=acc(xtr, ytr), test=acc(xte, yte), final_loss=float(loss), probe=probe)
 
 # %% ../nbs/09_evaluate.ipynb #54b91cb9
+_SIMMIM_FT = dict(epochs=100, warmup_epochs=20, lr=1.25e-3, warmup_lr=2.5e-7, min_lr=2.5e-7, lr_batch=512, batch_size=2048,
+                  weight_decay=0.05, drop_path=0.1, clip_grad=5.0, mixup=0.8, cutmix=1.0, label_smoothing=0.1,
+                  auto_augment='rand-m9-mstd0.5-inc1', color_jitter=0.4, re_prob=0.25, schedule='timm')
 FINETUNE_RECIPES = {
-    # SimMIM ViT-B/16 (REFERENCE.md): 100 ep, warmup 20, 1.25e-3 per 512 images, layer decay 0.65
-    'simmim': dict(epochs=100, warmup_epochs=20, lr=1.25e-3, lr_batch=512, batch_size=2048, weight_decay=0.05,
-                   layer_decay=0.65, drop_path=0.1, mixup=0.8, cutmix=1.0, label_smoothing=0.1),
-    # MAE ViT-B/16: 100 ep, warmup 5, base lr 5e-4 per 256 images, layer decay 0.65
-    'mae': dict(epochs=100, warmup_epochs=5, lr=5e-4, lr_batch=256, batch_size=1024, weight_decay=0.05,
-                layer_decay=0.65, drop_path=0.1, mixup=0.8, cutmix=1.0, label_smoothing=0.1),
+    # SimMIM ViT-B/16 (configs/vit_base__800ep/simmim_finetune__vit_base__img224__800ep.yaml over config.py's defaults)
+    'simmim': dict(_SIMMIM_FT, arch='vit', layer_decay=0.65),
+    # SimMIM Swin-B, 100-epoch pre-training (configs/swin_base__100ep/simmim_finetune__swin_base__img224_window7__100ep.yaml)
+    'simmim_swin': dict(_SIMMIM_FT, arch='swin', layer_decay=0.9),
+    # MAE ViT-B/16 (MAE's FINETUNE.md and main_finetune.py defaults; MSN fine-tunes with it): blr 5e-4 per 256 images
+    'mae': dict(epochs=100, warmup_epochs=5, lr=5e-4, warmup_lr=0.0, min_lr=1e-6, lr_batch=256, batch_size=1024,
+                weight_decay=0.05, drop_path=0.1, clip_grad=None, mixup=0.8, cutmix=1.0, label_smoothing=0.1,
+                auto_augment='rand-m9-mstd0.5-inc1', color_jitter=None, re_prob=0.25, schedule='mae', arch='vit',
+                layer_decay=0.65),
 }
 
+def expand_rel_pos_bias(encoder:nn.Module) -> nn.Module:
+    "A BEiT encoder whose shared relative position bias is copied into every block (SimMIM's `remap_pretrained_keys_vit`)"
+    sd = {k: v for k, v in encoder.state_dict().items() if 'relative_position_index' not in k}
+    table = sd.pop('rel_pos_bias.relative_position_bias_table')
+    new = type(encoder)(encoder.timm_name, **{**encoder.timm_kwargs, 'use_rel_pos_bias': True, 'use_shared_rel_pos_bias': False})
+    for i in range(len(new.blocks)): sd[f'blocks.{i}.attn.relative_position_bias_table'] = table.clone()
+    missing, unexpected = new.load_state_dict(sd, strict=False)
+    if unexpected or any('relative_position_index' not in k for k in missing):
+        raise RuntimeError(f"expanding the relative position bias left missing {missing} and unexpected {unexpected} keys")
+    return new.to(table.device).train(encoder.training)
+
 class Classifier(nn.Module):
-    "A pre-trained encoder with a new linear head: SimMIM pools the patch tokens, MSN takes the [CLS] token"
+    "A pre-trained encoder with a new linear head, pooled as the official fine-tuning does"
     def __init__(self, model_or_run, n_classes:int):
         super().__init__()
+        from masklab.encoders import MaskTokenSwin, MaskTokenBeit
         model, method, self.img_size = resolve_model(model_or_run)
         if method == 'pixels': raise ValueError("model_or_run='pixels' has nothing to fine-tune")
         self.method = method
-        self.encoder = copy.deepcopy(model.encoder if method == 'simmim' else model.target_encoder.backbone).requires_grad_(True)
-        self.head = nn.Linear(self.encoder.num_features, check_int('n_classes', n_classes, 2))
+        enc = copy.deepcopy(model.encoder if method == 'simmim' else model.target_encoder.backbone).requires_grad_(True)
+        if hasattr(enc, 'mask_token'): enc.mask_token.requires_grad_(False)  # the fine-tuned model sees no masks
+        self.arch = 'swin' if isinstance(enc, MaskTokenSwin) else 'vit'
+        self.fc_norm = None
+        if method == 'simmim' and self.arch == 'vit':
+            if isinstance(enc, MaskTokenBeit) and enc.rel_pos_bias is not None: enc = expand_rel_pos_bias(enc)
+            enc.norm = nn.Identity()  # official: the pre-trained final norm is dropped, a new fc_norm normalizes the mean
+            self.fc_norm = nn.LayerNorm(enc.num_features, eps=1e-6)
+        self.encoder = enc
+        self.head = nn.Linear(enc.num_features, check_int('n_classes', n_classes, 2))
         nn.init.trunc_normal_(self.head.weight, std=2e-5); nn.init.zeros_(self.head.bias)
+        self.to(model_device(enc))
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         if self.method == 'msn': return self.head(self.encoder(x))
         t = self.encoder.forward_features(x)
-        return self.head(t[:, getattr(self.encoder, 'num_prefix_tokens', 1):].mean(1))
+        if self.arch == 'swin': return self.head(t.mean((1, 2)))  # Swin: final norm on every token, then average
+        return self.head(self.fc_norm(t[:, self.encoder.num_prefix_tokens:].mean(1)))
+
+def encoder_blocks(encoder:nn.Module) -> list[nn.Module]:
+    "The transformer blocks in order: a ViT's `blocks`, or every stage's blocks of a Swin"
+    if hasattr(encoder, 'blocks'): return list(encoder.blocks)
+    return [b for layer in encoder.layers for b in layer.blocks]
 
 def set_drop_path(encoder:nn.Module, rate:float) -> list[float]:
-    "Stochastic depth rising linearly from 0 (first block) to `rate` (last block); returns the rates"
+    "Stochastic depth rising linearly from 0 (first block) to `rate` (last block, across Swin's stages); returns the rates"
     from timm.layers import DropPath
-    rate, L = check_float('drop_path', rate, 0.0, 1.0), len(encoder.blocks)
+    blocks = encoder_blocks(encoder)
+    rate, L = check_float('drop_path', rate, 0.0, 1.0), len(blocks)
     rates = [rate * i / max(1, L - 1) for i in range(L)]
-    for blk, r in zip(encoder.blocks, rates):
+    for blk, r in zip(blocks, rates):
         for name in ('drop_path1', 'drop_path2'):
             if hasattr(blk, name): setattr(blk, name, DropPath(r) if r > 0 else nn.Identity())
     return rates
 
+def vit_layer_id(name:str, # a parameter name inside the encoder (or 'head...', 'fc_norm...')
+                 depth:int) -> int:
+    "SimMIM's `get_vit_layer`: tokens, position and patch embeddings 0, block i -> i + 1, everything else depth + 1"
+    if name in ('cls_token', 'mask_token', 'pos_embed') or name.startswith('patch_embed'): return 0
+    if name.startswith('blocks.'): return int(name.split('.')[1]) + 1
+    return depth + 1  # the shared rel_pos_bias, the norms, the head
+
+def swin_layer_id(name:str, # a parameter name inside the encoder, timm's Swin naming
+                  depths) -> int:
+    "SimMIM's `get_swin_layer` on timm's names (timm's stage i opens with the patch merging that closes official stage i - 1)"
+    if name == 'mask_token' or name.startswith('patch_embed'): return 0
+    parts = name.split('.')
+    if parts[0] == 'layers' and parts[2] == 'downsample': return sum(depths[:int(parts[1])])
+    if parts[0] == 'layers' and parts[2] == 'blocks': return sum(depths[:int(parts[1])]) + int(parts[3]) + 1
+    return sum(depths) + 1
+
+def no_weight_decay(name:str, p:torch.Tensor, arch:str) -> bool:
+    "SimMIM's fine-tuning rule: 1-D tensors, biases, and ViT's pos_embed, cls_token / Swin's absolute_pos_embed, bias tables"
+    if p.ndim <= 1 or name.endswith('.bias'): return True
+    if arch == 'swin': return name == 'absolute_pos_embed' or 'relative_position_bias_table' in name
+    return name in ('pos_embed', 'cls_token', 'dist_token')
+
 def layer_decay_groups(clf:Classifier, weight_decay:float=0.05, layer_decay:float=0.65) -> list[dict]:
-    "AdamW parameter groups with lr_scale = layer_decay ** (L + 1 - layer id); no decay on 1-D params and tokens"
-    L = len(clf.encoder.blocks)
-    skip = set(getattr(clf.encoder, 'no_weight_decay', lambda: set())())
+    "AdamW parameter groups with lr_scale = layer_decay ** (L + 1 - layer id), layer ids as SimMIM's fine-tuning assigns them"
+    if clf.arch == 'swin':
+        depths = [len(layer.blocks) for layer in clf.encoder.layers]
+        L, lid = sum(depths), lambda n: swin_layer_id(n, depths)
+    else: L = len(clf.encoder.blocks); lid = lambda n: vit_layer_id(n, L)
     groups = {}
     for n, p in clf.named_parameters():
         if not p.requires_grad: continue
-        if n.startswith('encoder.blocks.'): lid = int(n.split('.')[2]) + 1
-        elif n.startswith('encoder.') and not n.startswith('encoder.norm') and not n.startswith('encoder.fc_norm'): lid = 0
-        else: lid = L + 1
-        nd = p.ndim == 1 or n.split('.', 1)[-1] in skip
-        g = groups.setdefault((lid, nd), dict(params=[], lr_scale=layer_decay ** (L + 1 - lid), layer=lid,
-                                              weight_decay=0.0 if nd else weight_decay))
-        g['params'].append(p)
+        name = n[len('encoder.'):] if n.startswith('encoder.') else n
+        layer, nd = lid(name), no_weight_decay(name, p, clf.arch)
+        g = groups.setdefault((layer, nd), dict(params=[], names=[], lr_scale=layer_decay ** (L + 1 - layer), layer=layer,
+                                                weight_decay=0.0 if nd else weight_decay))
+        g['params'].append(p); g['names'].append(name)
     return list(groups.values())
+
+def finetune_lr(step:int, # 0-based optimizer step
+                total:int, warm:int, # steps in the run, of which warm-up
+                cfg:dict, # a recipe with absolute lr, warmup_lr, min_lr and its schedule
+                lr_scale:float=1.0) -> float:
+    "The lr a group with `lr_scale` uses at `step`: SimMIM's timm cosine scheduler or MAE's `adjust_learning_rate`"
+    lr, lo, hi = cfg['lr'] * lr_scale, cfg['warmup_lr'], cfg['min_lr']
+    if cfg['schedule'] == 'mae':  # set before each step; warm-up from 0; every bound scaled by the layer
+        if step < warm: return lr * step / warm
+        return (hi + (cfg['lr'] - hi) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))) * lr_scale
+    t = max(step - 1, 0)  # timm's step_update(t) runs after step t; steps 0 and 1 both use warmup_lr
+    if t < warm: return lo + t * (lr - lo) / warm  # warmup_lr and min_lr are not scaled by the layer
+    return hi + 0.5 * (lr - hi) * (1 + math.cos(math.pi * t / total))  # cosine over the whole run, warm-up included
+
+def _posterize(img, bits_to_keep, **_):
+    "timm's posterize, with the black image Pillow < 11 gave for 0 bits (RandAugment asks for it at magnitude 10)"
+    from PIL import ImageOps
+    if bits_to_keep >= 8: return img
+    return ImageOps.posterize(img, bits_to_keep) if bits_to_keep >= 1 else img.point(lambda v: 0)
+
+def finetune_transform(img_size:int, cfg:dict):
+    "The recipe's training augmentation, built by timm's `create_transform` as SimMIM's and MAE's `build_transform` do"
+    from timm.data import create_transform
+    from timm.data.auto_augment import RandAugment, posterize
+    tf = create_transform(input_size=img_size, is_training=True, color_jitter=cfg['color_jitter'],
+                            auto_augment=cfg['auto_augment'], re_prob=cfg['re_prob'], re_mode='pixel', re_count=1,
+                            interpolation='bicubic', mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    for t in tf.transforms:
+        for op in (t.ops if isinstance(t, RandAugment) else []):
+            if op.aug_fn is posterize: op.aug_fn = _posterize  # Pillow >= 11 refuses 0 bits
+    return tf
 
 # %% ../nbs/09_evaluate.ipynb #4cca90e4
 def finetune(model_or_run, train_ds, test_ds,
              recipe:str='mae', # a FINETUNE_RECIPES preset; the keyword arguments below override it
              epochs:float|None=None, batch_size:int|None=None, lr:float|None=None, # lr: absolute (None: scaled from the recipe)
-             img_size:int|None=None, seed:int=0, device='cpu', progress:bool=True, **overrides) -> dict:
-    "Fine-tune an encoder end to end with the recipe's layer decay, drop path, mixup/cutmix and label smoothing"
+             img_size:int|None=None, seed:int=0,
+             device=None, # None: where the model is; or 'cpu' | 'cuda' | 'mps' | 'auto'
+             progress:bool=True, **overrides) -> dict:
+    "Fine-tune an encoder end to end with the recipe's layer decay, drop path, RandAugment, random erasing, mixup/cutmix and label smoothing"
     from timm.data import Mixup
     from timm.loss import SoftTargetCrossEntropy
-    from torchvision.transforms import v2
     from tqdm.auto import tqdm
     cfg = dict(FINETUNE_RECIPES[check_choice('recipe', recipe, tuple(FINETUNE_RECIPES))])
     for k in overrides:
@@ -343,26 +472,32 @@ def finetune(model_or_run, train_ds, test_ds,
     if epochs is not None: cfg['epochs'] = check_float('epochs', epochs, 0.0)
     if batch_size is not None: cfg['batch_size'] = check_int('batch_size', batch_size, 2)
     bs = cfg['batch_size'] - cfg['batch_size'] % 2  # mixup mixes a batch with its flip: keep it even
-    cfg['lr'] = check_float('lr', lr, 0.0) if lr is not None else cfg['lr'] * bs / cfg['lr_batch']
+    scale = bs / cfg['lr_batch']
+    cfg['lr'] = check_float('lr', lr, 0.0) if lr is not None else cfg['lr'] * scale
+    if cfg['schedule'] == 'timm': cfg['warmup_lr'], cfg['min_lr'] = cfg['warmup_lr'] * scale, cfg['min_lr'] * scale  # SimMIM scales all three
     y_train = as_labels(list(train_ds.labels) if hasattr(train_ds, 'labels') else [y for _, y in train_ds], len(train_ds), 'train_ds labels')
     n_classes = int(y_train.max()) + 1
     if len(train_ds) < bs: raise ValueError(f"train_ds has {len(train_ds)} images, fewer than batch_size={bs}")
     torch.manual_seed(derive_seed(seed, 'finetune'))
     clf = Classifier(model_or_run, n_classes)
+    if clf.arch != cfg['arch']:
+        fits = [k for k, v in FINETUNE_RECIPES.items() if v['arch'] == clf.arch]
+        raise ValueError(f"recipe {recipe!r} is for a {cfg['arch']} encoder, this one is a {clf.arch}; use one of {fits}")
     size = img_size or clf.img_size or clf.encoder.patch_embed.img_size[0]
     set_drop_path(clf.encoder, cfg['drop_path'])
-    dev = get_device(device); clf.to(dev)
+    dev = model_device(clf) if device is None else get_device(device)
+    clf.to(dev)
     groups = layer_decay_groups(clf, cfg['weight_decay'], cfg['layer_decay'])
-    opt = torch.optim.AdamW(groups, lr=cfg['lr'])
+    opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != 'names'} for g in groups], lr=cfg['lr'])
     steps_per_epoch = len(train_ds) // bs
-    total = max(1, round(cfg['epochs'] * steps_per_epoch)); warm = round(cfg['warmup_epochs'] / max(cfg['epochs'], 1e-9) * total)
+    total = max(1, int(cfg['epochs'] * steps_per_epoch))
+    warm = int(cfg['warmup_epochs'] / max(cfg['epochs'], 1e-9) * total)  # the recipe's warm-up fraction of the run
     mix = Mixup(mixup_alpha=cfg['mixup'], cutmix_alpha=cfg['cutmix'], label_smoothing=cfg['label_smoothing'],
                 num_classes=n_classes) if cfg['mixup'] > 0 or cfg['cutmix'] > 0 else None
     crit = SoftTargetCrossEntropy() if mix else nn.CrossEntropyLoss(label_smoothing=cfg['label_smoothing'])
-    aug = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), v2.ToImage(),
-                      v2.ToDtype(torch.float32, scale=True), v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    aug = finetune_transform(size, cfg)
     g = torch.Generator().manual_seed(derive_seed(seed, 'finetune_order'))
-    step, losses = 0, []
+    step, losses, lrs = 0, [], []
     clf.train()
     with tqdm(total=total, desc='fine-tune', disable=not progress, leave=False) as bar:
         while step < total:
@@ -371,20 +506,21 @@ def finetune(model_or_run, train_ds, test_ds,
                 items = [train_ds[int(i)] for i in idx]
                 x = torch.stack([aug(im) for im, _ in items]).to(dev); y = torch.as_tensor([int(t) for _, t in items], device=dev)
                 if mix: x, y = mix(x, y)
-                f = (step + 1) / max(1, warm) if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-                for gr in opt.param_groups: gr['lr'] = cfg['lr'] * f * gr['lr_scale']
+                for gr in opt.param_groups: gr['lr'] = finetune_lr(step, total, warm, cfg, gr['lr_scale'])
                 loss = crit(clf(x), y)
-                opt.zero_grad(); loss.backward(); opt.step()
-                losses.append(loss.item()); step += 1; bar.update(1)
+                opt.zero_grad(); loss.backward()
+                if cfg['clip_grad']: nn.utils.clip_grad_norm_(clf.parameters(), cfg['clip_grad'])
+                opt.step()
+                losses.append(loss.item()); lrs.append(finetune_lr(step, total, warm, cfg)); step += 1; bar.update(1)
     clf.eval()
-    tf, correct = eval_transform(size), 0
+    tf, correct = eval_transform(size, 'bicubic'), 0
     with torch.no_grad():
         for i in range(0, len(test_ds), 64):
             items = [test_ds[j] for j in range(i, min(len(test_ds), i + 64))]
             x = torch.stack([tf(im) for im, _ in items]).to(dev)
             correct += int((clf(x).argmax(1).cpu() == torch.as_tensor([int(t) for _, t in items])).sum())
-    return dict(protocol='finetune', recipe=recipe, **cfg, dim=clf.encoder.num_features, steps=total,
-                first_loss=losses[0], final_loss=losses[-1], accuracy=correct / len(test_ds))
+    return dict(protocol='finetune', recipe=recipe, **cfg, dim=clf.encoder.num_features, steps=total, warmup_steps=warm,
+                first_lr=lrs[0], last_lr=lrs[-1], first_loss=losses[0], final_loss=losses[-1], accuracy=correct / len(test_ds))
 
 # %% ../nbs/09_evaluate.ipynb #e09d9797
 class _Subset:
@@ -403,7 +539,8 @@ def evaluate(model_or_run, # a SimMIM or MSN model, a run folder or file, or 'pi
              epochs:float|None=None, lr:float|None=None, # linear probe (None: 30, 6.4) or fine-tuning (None: the recipe's)
              recipe:str='mae', batch_size:int|None=None, # fine-tuning (None: the recipe's batch, at most the train set)
              shots=(1, 2, 5), n_splits:int=3, lam:float=0.0025, # few-shot
-             seed:int=0, device='cpu', progress:bool=True, feats=None) -> dict:
+             seed:int=0, device=None, # None: where the model is
+             progress:bool=True, feats=None) -> dict:
     "Run one evaluation protocol (frozen features, or fine-tuning) on a half/half split; the function behind `masklab evaluate`"
     from masklab.data import get_dataset, photo_crops
     protocol = check_choice('protocol', protocol, PROTOCOLS)
