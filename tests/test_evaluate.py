@@ -102,7 +102,7 @@ def test_finetune(runs, crops, tmp_path):
     out = tmp_path/'ft.json'
     assert main(['evaluate', '--checkpoint', str(runs['msn']), '--protocol', 'finetune', '--epochs', '0.1',
                  '--batch-size', '8', '--out', str(out), '--no-progress']) == 0
-    assert json.loads(out.read_text())['steps'] == 5  # int(0.1 * 56 // 8), as SimMIM's build_scheduler counts
+    assert json.loads(out.read_text())['steps'] == 5  # int(epochs * steps per epoch), as SimMIM's build_scheduler counts
     assert main(['evaluate', '--checkpoint', str(runs['msn']), '--protocol', 'finetune', '--recipe', 'beit']) == 2
     with pytest.raises(ValueError, match='unknown fine-tuning setting'): finetune(runs['msn'], crops, crops, mixupp=1.0)
 
