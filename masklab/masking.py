@@ -13,16 +13,23 @@ import torch
 from scipy import ndimage
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
 from PIL import Image
 from fastcore.basics import patch
 from .core import check_int, check_float, check_choice, to_hwc
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'upsample_mask', 'MaskGenerator', 'random_unit_masks', 'distance_map', 'avg_dist', 'square_mask',
-           'blockwise_mask', 'token_drop_keep', 'token_drop_indices', 'drop_mask', 'make_mask', 'square_image',
-           'render_mask', 'mask_grid', 'pixel_correlation', 'nearest_fill']
+__all__ = ['PIPELINE_PARTS', 'STRATEGIES', 'pipeline_diagram', 'upsample_mask', 'MaskGenerator', 'random_unit_masks',
+           'distance_map', 'avg_dist', 'square_mask', 'blockwise_mask', 'token_drop_keep', 'token_drop_indices',
+           'drop_mask', 'make_mask', 'square_image', 'render_mask', 'mask_grid', 'pixel_correlation', 'nearest_fill']
 
-# %% ../nbs/02_locality.ipynb #adfb3fcd
+# %% ../nbs/02_locality.ipynb #84ecebf9
+def _figure(figsize) -> Figure:
+    "A new Figure that pyplot does not track (so it is shown once, where it is returned)"
+    fig = plt.figure(figsize=figsize)
+    plt.close(fig)
+    return fig
+
 def _check_mask(name, mask, ndim=None, min_ndim=2):
     "`mask` must be a NumPy array or torch tensor of the given rank"
     if not isinstance(mask, (np.ndarray, torch.Tensor)):
@@ -33,6 +40,102 @@ def _check_mask(name, mask, ndim=None, min_ndim=2):
         raise ValueError(f"{name} must have at least {min_ndim} dims (..., h, w), got shape {tuple(mask.shape)}")
     return mask
 
+def _check_sizes(input_size, mask_patch_size, model_patch_size, mask_ratio):
+    "SimMIM's four arguments, validated: positive ints that divide as the official code requires, a ratio in [0, 1]"
+    input_size = check_int('input_size', input_size, 1)
+    mask_patch_size = check_int('mask_patch_size', mask_patch_size, 1)
+    model_patch_size = check_int('model_patch_size', model_patch_size, 1)
+    mask_ratio = check_float('mask_ratio', mask_ratio, 0.0, 1.0)
+    if input_size % mask_patch_size:
+        raise ValueError(f"input_size must be a multiple of mask_patch_size ({mask_patch_size}), got {input_size}")
+    if mask_patch_size % model_patch_size:
+        raise ValueError(f"mask_patch_size must be a multiple of model_patch_size ({model_patch_size}), "
+                         f"got {mask_patch_size}")
+    return input_size, mask_patch_size, model_patch_size, mask_ratio
+
+def _np_rng(seed):
+    "A NumPy Generator from a seed, a Generator, or None (fresh entropy)"
+    if isinstance(seed, np.random.Generator): return seed
+    if seed is not None: seed = check_int('seed', seed, 0)
+    return np.random.default_rng(seed)
+
+def _check_bool(name, value):
+    if not isinstance(value, bool): raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+def _check_keep_idx(keep_idx):
+    if not isinstance(keep_idx, torch.Tensor) or keep_idx.ndim != 2:
+        raise ValueError(f"keep_idx must be a 2-D tensor (B, keep), got {getattr(keep_idx, 'shape', type(keep_idx))}")
+    return keep_idx
+
+def _check_settings(settings) -> list:
+    settings = list(settings)
+    if not settings: raise ValueError("settings must not be empty")
+    for kw in settings:
+        if not isinstance(kw, dict): raise TypeError(f"each setting must be a dict, got {kw!r}")
+    return settings
+
+def _fillable(image, mask):
+    "`image` as HWC/HW array and `mask` as a bool array of its height and width, with at least one visible pixel"
+    img, m = to_hwc(image), _pixel_mask('mask', mask)
+    if m.shape != img.shape[:2]: raise ValueError(f"mask has shape {m.shape}, the image is {img.shape[:2]}")
+    if m.all(): raise ValueError("mask hides every pixel: there is no visible pixel to copy")
+    return img, m
+
+# %% ../nbs/02_locality.ipynb #19ad4609
+# node: key -> (x, y, label); edges: (from, to, label)
+_PIPELINES = {
+    'simmim': dict(
+        title="SimMIM: predict the raw pixels under the mask",
+        nodes={'image': (0, 0, 'image\n$x$'), 'masking': (1, 0, 'mask $M$\n(random units)'),
+               'encoder': (2, 0, 'encoder\n+ mask token'), 'head': (3, 0, 'light head\n(one linear)'),
+               'loss': (4, 0, 'L1 on the\nmasked pixels')},
+        edges=[('image', 'masking', ''), ('masking', 'encoder', ''), ('encoder', 'head', ''), ('head', 'loss', '$y$')]),
+    'msn': dict(
+        title="MSN: masked anchor views must match the target view's prototype assignment",
+        nodes={'views': (0, 1, 'anchor views\n(random, focal)'),
+               'token_drop': (1, 1, 'token drop\n(the mask)'), 'encoder': (2, 1, 'encoder'),
+               'projection': (3, 1, 'projection\nhead'), 'prototypes': (4, 1, 'prototypes\nsoftmax$/\\tau$'),
+               'target_view': (0, 0, 'target view'), 'ema_encoder': (2, 0, 'EMA\nencoder'),
+               'ema_projection': (3, 0, 'EMA\nprojection'), 'ema_prototypes': (4, 0, 'prototypes\nsoftmax$/\\tau$'),
+               'sharpening': (5, 0, 'sharpen $T$,\nSinkhorn'), 'loss': (6, 0.5, '$H(p^+, p)$\n+ ME-MAX')},
+        edges=[('views', 'token_drop', ''), ('token_drop', 'encoder', ''),
+               ('encoder', 'projection', ''), ('projection', 'prototypes', ''), ('prototypes', 'loss', '$p$'),
+               ('target_view', 'ema_encoder', ''), ('ema_encoder', 'ema_projection', ''),
+               ('ema_projection', 'ema_prototypes', ''), ('ema_prototypes', 'sharpening', ''), ('sharpening', 'loss', '$p^+$')],
+        # highlighting a component lights up both branches' copies of it
+        alias={'encoder': ('encoder', 'ema_encoder'), 'projection': ('projection', 'ema_projection'),
+               'prototypes': ('prototypes', 'ema_prototypes'), 'views': ('views', 'target_view')}),
+}
+PIPELINE_PARTS = {m: tuple(k for k in p['nodes'] if not k.startswith(('ema_', 'target_'))) for m, p in _PIPELINES.items()}
+
+def pipeline_diagram(method:str='simmim', # 'simmim' or 'msn'
+                     highlight=(), # a component (or several) to highlight: one of PIPELINE_PARTS[method]
+                     ax=None, # a matplotlib axes to draw into; None makes a new Figure
+                    ) -> Figure:
+    "The data flow of SimMIM or MSN as boxes and arrows, with this lesson's component highlighted"
+    spec = _PIPELINES[check_choice('method', method, tuple(_PIPELINES))]
+    lit = {k for h in ([highlight] if isinstance(highlight, str) else highlight)
+           for k in spec.get('alias', {}).get(check_choice('highlight', h, PIPELINE_PARTS[method]), (h,))}
+    xs, ys = zip(*[(x, y) for x, y, _ in spec['nodes'].values()])
+    if ax is None: ax = _figure((1.3 * (max(xs) + 1), 0.95 * (max(ys) + 1) + 0.35)).subplots()
+    w, h = 0.84, 0.6
+    for key, (x, y, label) in spec['nodes'].items():
+        on = key in lit
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle='round,pad=0.02,rounding_size=0.08',
+                                    fc='#f28e2b' if on else '#eeeeee', ec='#b35900' if on else '#999999', lw=2 if on else 1))
+        ax.text(x, y, label, ha='center', va='center', fontsize=9, fontweight='bold' if on else 'normal')
+    for a, b, label in spec['edges']:
+        (xa, ya, _), (xb, yb, _) = spec['nodes'][a], spec['nodes'][b]
+        ax.annotate('', (xb - w / 2, yb), (xa + w / 2, ya), arrowprops=dict(arrowstyle='->', color='#555555', lw=1.2))
+        up = yb > ya  # label the arrow at its start, on the side away from it
+        if label: ax.text(xa + w / 2 + 0.03, ya + (-0.04 if up else 0.04), label, ha='left', va='top' if up else 'bottom', fontsize=10)
+    ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5); ax.set_ylim(min(ys) - 0.35, max(ys) + 0.35); ax.axis('off')
+    ax.set_title(spec['title'], fontsize=10)
+    ax.figure.tight_layout(pad=0.2)
+    return ax.figure
+
+# %% ../nbs/02_locality.ipynb #adfb3fcd
 def upsample_mask(mask, # (..., h, w) array or tensor, on a coarse grid
                   scale:int, # how many fine cells per coarse cell, along each axis
                  ): # (..., h*scale, w*scale), same type, dtype and device
@@ -47,24 +150,11 @@ def upsample_mask(mask, # (..., h, w) array or tensor, on a coarse grid
 
 # %% ../nbs/02_locality.ipynb #b3f855f2
 def _unit_plan(input_size, mask_patch_size, model_patch_size, mask_ratio):
-    "Validate SimMIM's four arguments; return (units per side, scale to tokens, masked unit count)"
-    input_size = check_int('input_size', input_size, 1)
-    mask_patch_size = check_int('mask_patch_size', mask_patch_size, 1)
-    model_patch_size = check_int('model_patch_size', model_patch_size, 1)
-    mask_ratio = check_float('mask_ratio', mask_ratio, 0.0, 1.0)
-    if input_size % mask_patch_size:
-        raise ValueError(f"input_size must be a multiple of mask_patch_size ({mask_patch_size}), got {input_size}")
-    if mask_patch_size % model_patch_size:
-        raise ValueError(f"mask_patch_size must be a multiple of model_patch_size ({model_patch_size}), "
-                         f"got {mask_patch_size}")
+    "SimMIM's plan for a mask: (units per side, tokens per unit along each axis, masked unit count)"
+    input_size, mask_patch_size, model_patch_size, mask_ratio = _check_sizes(input_size, mask_patch_size,
+                                                                             model_patch_size, mask_ratio)
     rand_size = input_size // mask_patch_size
     return rand_size, mask_patch_size // model_patch_size, int(math.ceil(rand_size ** 2 * mask_ratio))
-
-def _np_rng(seed):
-    "A NumPy Generator from a seed, a Generator, or None (fresh entropy)"
-    if isinstance(seed, np.random.Generator): return seed
-    if seed is not None: seed = check_int('seed', seed, 0)
-    return np.random.default_rng(seed)
 
 # %% ../nbs/02_locality.ipynb #a9fce815
 class MaskGenerator:
@@ -179,8 +269,7 @@ def blockwise_mask(input_size:int=224, mask_patch_size:int=16, model_patch_size:
                   ) -> np.ndarray: # (grid, grid) int, 1 = masked
     "BEiT's block-wise mask: random rectangles of units until about `mask_ratio` of the units are masked"
     rand_size, scale, target = _unit_plan(input_size, mask_patch_size, model_patch_size, mask_ratio)
-    min_units = check_int('min_units', min_units, 1)
-    min_aspect = check_float('min_aspect', min_aspect, 1e-3, 1.0)
+    min_units, min_aspect = check_int('min_units', min_units, 1), check_float('min_aspect', min_aspect, 1e-3, 1.0)
     rng = _np_rng(seed)
     units = np.zeros((rand_size, rand_size), dtype=int)
     log_aspect, count = (math.log(min_aspect), math.log(1 / min_aspect)), 0
@@ -195,8 +284,7 @@ def token_drop_keep(num_patches:int, # N, patch tokens only (no [CLS])
                     patch_drop:float, # fraction of patch tokens to drop
                    ) -> int:
     "How many patch tokens MSN keeps: floor(N * (1 - patch_drop))"
-    num_patches = check_int('num_patches', num_patches, 1)
-    patch_drop = check_float('patch_drop', patch_drop, 0.0, 1.0)
+    num_patches, patch_drop = check_int('num_patches', num_patches, 1), check_float('patch_drop', patch_drop, 0.0, 1.0)
     return int(math.floor(num_patches * (1 - patch_drop)))
 
 def token_drop_indices(batch_size:int, num_patches:int, patch_drop:float,
@@ -204,9 +292,8 @@ def token_drop_indices(batch_size:int, num_patches:int, patch_drop:float,
                        device=None, generator:torch.Generator|None=None,
                       ) -> torch.Tensor: # (batch_size, keep) int64, sorted indices into the patch tokens
     "MSN's random token drop: indices of the patch tokens each sample keeps"
-    batch_size = check_int('batch_size', batch_size, 1)
+    batch_size, shared = check_int('batch_size', batch_size, 1), _check_bool('shared', shared)
     keep = token_drop_keep(num_patches, patch_drop)
-    if not isinstance(shared, bool): raise TypeError(f"shared must be a bool, got {shared!r}")
     rows = 1 if shared else batch_size
     noise = torch.rand(rows, num_patches, device=device, generator=generator)
     idx = noise.argsort(dim=1)[:, :keep].sort(dim=1).values
@@ -216,9 +303,7 @@ def drop_mask(keep_idx:torch.Tensor, # (B, keep) indices of kept patch tokens
               num_patches:int, # N
              ) -> torch.Tensor: # (B, N) int64, 1 = dropped (masked)
     "The token mask of a token drop: 1 where a patch token was dropped"
-    if not isinstance(keep_idx, torch.Tensor) or keep_idx.ndim != 2:
-        raise ValueError(f"keep_idx must be a 2-D tensor (B, keep), got {getattr(keep_idx, 'shape', type(keep_idx))}")
-    num_patches = check_int('num_patches', num_patches, 1)
+    keep_idx, num_patches = _check_keep_idx(keep_idx), check_int('num_patches', num_patches, 1)
     m = torch.ones(keep_idx.shape[0], num_patches, dtype=torch.int64, device=keep_idx.device)
     return m.scatter_(1, keep_idx, 0)
 
@@ -246,12 +331,6 @@ def make_mask(strategy:str='random', # one of STRATEGIES
     return drop_mask(keep, side * side)[0].view(side, side).numpy()
 
 # %% ../nbs/02_locality.ipynb #683d5f10
-def _figure(figsize) -> Figure:
-    "A new Figure that pyplot does not track (so it is shown once, where it is returned)"
-    fig = plt.figure(figsize=figsize)
-    plt.close(fig)
-    return fig
-
 def square_image(image, # PIL image, HWC/HW array, or CHW tensor
                  size:int, # side in pixels
                 ) -> np.ndarray: # (size, size, 3) float in [0, 1]
@@ -264,6 +343,13 @@ def square_image(image, # PIL image, HWC/HW array, or CHW tensor
     arr = arr[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
     return np.asarray(Image.fromarray(arr).resize((size, size), Image.BICUBIC), dtype=np.float32) / 255
 
+def _why_empty(strategy, mask, input_size, mask_patch_size, model_patch_size, mask_ratio, min_units=16) -> str:
+    "Why a block-wise mask came out empty (BEiT's smallest block does not fit), or '' when it did not"
+    if strategy != 'blockwise' or mask.any() or mask_ratio == 0: return ''
+    n, _, budget = _unit_plan(input_size, mask_patch_size, model_patch_size, mask_ratio)
+    return (f"no block fits:\nBEiT's blocks need\n>= {min_units} units; this mask\nmay add {budget} of "
+            f"{n}x{n} units")
+
 def render_mask(image, # the image to mask (any size; centre-cropped and resized to input_size)
                 strategy:str='random', mask_patch_size:int=32, mask_ratio:float=0.6,
                 seed:int=0, input_size:int=192, model_patch_size:int=4,
@@ -273,34 +359,31 @@ def render_mask(image, # the image to mask (any size; centre-cropped and resized
     mask = make_mask(strategy, input_size, mask_patch_size, model_patch_size, mask_ratio, seed=seed)
     img = square_image(image, input_size)
     px = upsample_mask(mask, model_patch_size).astype(bool)
-    if axs is None:
-        axs = _figure((7.2, 2.6)).subplots(1, 3)
-    fig = axs[0].figure
+    if axs is None: axs = _figure((7.8, 2.9)).subplots(1, 3)
     shown = img.copy(); shown[px] = 0.5
     axs[0].imshow(shown)
     unit = f"{model_patch_size} px tokens" if strategy == 'token_drop' else f"{mask_patch_size} px units"
-    axs[0].set_title(f"{strategy}, {unit}, {mask_ratio:.2f}", fontsize=7)
+    axs[0].set_title(f"{strategy}, {unit}, {mask_ratio:.2f}", fontsize=9)
     g = mask.shape[0]
     axs[1].imshow(mask, cmap='gray_r', vmin=0, vmax=1, interpolation='nearest')
-    axs[1].set_title(f"{g}x{g} tokens, {mask.mean():.0%} masked", fontsize=7)
-    dist = distance_map(px)
+    axs[1].set_title(f"{g}x{g} tokens, {mask.mean():.0%} masked", fontsize=9)
+    why = _why_empty(strategy, mask, input_size, mask_patch_size, model_patch_size, mask_ratio)
+    if why: axs[1].text((g - 1) / 2, (g - 1) / 2, why, ha='center', va='center', fontsize=9, color='C3')
+    dist, ad = distance_map(px), avg_dist(px)
     axs[2].imshow(np.where(np.isfinite(dist), dist, 0), cmap='magma')
-    axs[2].set_title(f"AvgDist {avg_dist(px):.1f} px", fontsize=7)
+    axs[2].set_title(f"AvgDist {ad:.1f} px" if np.isfinite(ad) else "AvgDist inf: no pixel visible", fontsize=9)
     for ax in axs: ax.set_xticks([]); ax.set_yticks([])
-    return fig
+    return axs[0].figure
 
 def mask_grid(image, # the image every row masks
               settings, # sequence of dicts of render_mask keyword arguments, one row each
-              size:float=1.7, # inches per panel
+              size:float=2.1, # inches per panel
              ) -> Figure:
     "One `render_mask` row per setting, in one Figure"
-    settings = list(settings)
-    if not settings: raise ValueError("settings must not be empty")
+    settings = _check_settings(settings)
     fig = _figure((3 * size, size * len(settings)))
     axs = fig.subplots(len(settings), 3, squeeze=False)
-    for row, kw in zip(axs, settings):
-        if not isinstance(kw, dict): raise TypeError(f"each setting must be a dict, got {kw!r}")
-        render_mask(image, axs=row, **kw)
+    for row, kw in zip(axs, settings): render_mask(image, axs=row, **kw)
     fig.tight_layout()
     return fig
 
@@ -320,9 +403,6 @@ def nearest_fill(image, # HWC or HW array in [0, 1] (or anything `to_hwc` takes)
                  mask, # 2-D pixel mask of the same height and width, truthy = masked
                 ) -> np.ndarray: # the image with every masked pixel copied from its nearest visible pixel
     "The trivial inpainter: copy the nearest visible pixel into each masked pixel"
-    img = to_hwc(image)
-    m = _pixel_mask('mask', mask)
-    if m.shape != img.shape[:2]: raise ValueError(f"mask has shape {m.shape}, the image is {img.shape[:2]}")
-    if m.all(): raise ValueError("mask hides every pixel: there is no visible pixel to copy")
+    img, m = _fillable(image, mask)
     _, (ii, jj) = ndimage.distance_transform_edt(m, return_indices=True)
     return img[ii, jj]

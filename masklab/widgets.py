@@ -11,13 +11,19 @@ from collections.abc import Sequence
 import numpy as np
 import ipywidgets as W
 from matplotlib.figure import Figure
-from .core import check_int, check_choice
+from .core import check_int, check_float, check_choice
 from .masking import STRATEGIES, render_mask, mask_grid, avg_dist, make_mask, upsample_mask
 
 # %% auto #0
 __all__ = ['MaskExplorer']
 
 # %% ../nbs/10_widgets.ipynb #a3b39acb
+def _live_only(widget, name, **kwargs):
+    "The widget's display bundle, with a plain-text line for pages that cannot run it (instead of its raw repr)"
+    bundle = widget._repr_mimebundle_(**kwargs)
+    if bundle: bundle['text/plain'] = f"[{name}: a live widget; run the notebook to use its controls]"
+    return bundle
+
 def _default_image():
     "The lesson cat: skimage's chelsea, from `masklab.data.photos` (bundled, no download)"
     from masklab.data import photos
@@ -31,6 +37,7 @@ class MaskExplorer:
                  model_patch_size:int=4, # the model's token size in pixels
                  units:Sequence[int]=(4, 8, 16, 32, 64), # candidate unit sizes; those that fit are offered
                  strategy:str='random', mask_patch_size:int=32, mask_ratio:float=0.6, seed:int=0, # start values
+                 max_ratio:float=0.95, # the slider's end: at 1.0 no pixel is visible and AvgDist is infinite
                 ):
         self.image = _default_image() if image is None else image
         self.input_size = check_int('input_size', input_size, 1)
@@ -44,8 +51,11 @@ class MaskExplorer:
         check_choice('mask_patch_size', mask_patch_size, fits)
         self.strategy = W.Dropdown(options=STRATEGIES, value=strategy, description='strategy')
         self.unit = W.Dropdown(options=fits, value=mask_patch_size, description='unit (px)')
-        self.ratio = W.FloatSlider(value=mask_ratio, min=0, max=1, step=0.05, description='mask ratio',
-                                   continuous_update=False)
+        max_ratio = check_float('max_ratio', max_ratio, 0.05, 1.0)
+        # a wide slider: each 0.05 step is ~20 px of drag, so a short drag cannot jump from 0.6 to the end
+        self.ratio = W.FloatSlider(value=check_float('mask_ratio', mask_ratio, 0.0, max_ratio), min=0, max=max_ratio,
+                                   step=0.05, description='mask ratio', continuous_update=False,
+                                   layout=W.Layout(width='440px'))
         self.seed = W.IntSlider(value=check_int('seed', seed, 0), min=0, max=99, description='seed',
                                 continuous_update=False)
         # auto_display shows the returned Figure in the widget's output; without it interactive only keeps it in .result
@@ -54,6 +64,7 @@ class MaskExplorer:
 
     def render(self, strategy:str, mask_patch_size:int, mask_ratio:float, seed:int) -> Figure:
         "The figure for one setting of the controls"
+        self.unit.disabled = strategy == 'token_drop'  # token drop's unit is the model's token: the control does nothing
         return render_mask(self.image, strategy, mask_patch_size, mask_ratio, seed,
                            input_size=self.input_size, model_patch_size=self.model_patch_size)
 
@@ -62,4 +73,4 @@ class MaskExplorer:
         "The figure for the current control values"
         return self.widget.result
 
-    def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+    def _repr_mimebundle_(self, **kwargs): return _live_only(self.widget, 'MaskExplorer', **kwargs)

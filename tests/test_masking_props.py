@@ -113,3 +113,66 @@ def test_nearest_fill_keeps_visible(h, w, seed):
 def test_bad_input(bad, exc, msg):
     with pytest.raises(exc, match=None) as e: bad()
     assert msg in str(e.value)
+
+
+# issue 19: the lesson's diagram, the minimal version and the mask explorer's figures
+from masklab.masking import pipeline_diagram, PIPELINE_PARTS, render_mask, mask_grid
+
+def test_pipeline_diagram_lights_only_the_component():
+    for method, parts in PIPELINE_PARTS.items():
+        for part in parts:
+            ax = pipeline_diagram(method, part).axes[0]
+            lit = [p for p in ax.patches if p.get_linewidth() == 2]
+            assert lit, (method, part)
+            # every lit box carries the part's label (MSN lights both branches' copies of a shared part)
+            assert len(lit) == (2 if (method, part) in {('msn', 'encoder'), ('msn', 'projection'), ('msn', 'prototypes'),
+                                                        ('msn', 'views')} else 1)
+    assert not [p for p in pipeline_diagram('simmim').axes[0].patches if p.get_linewidth() == 2]
+    with pytest.raises(ValueError, match="method must be one of 'simmim', 'msn'"): pipeline_diagram('mae')
+    with pytest.raises(ValueError, match="highlight must be one of"): pipeline_diagram('simmim', 'sharpening')
+
+def test_random_unit_masks_equal_the_plain_torch_draw():
+    "The lesson's minimal version: rand -> argsort -> first ceil(units * ratio) -> repeat onto tokens"
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    lib = random_unit_masks(6, 192, 32, 4, 0.6, generator=g1)
+    n, count, s = 6, math.ceil(36 * 0.6), 8
+    chosen = torch.rand(6, n * n, generator=g2).argsort(dim=1)[:, :count]
+    units = torch.zeros(6, n * n, dtype=torch.long).scatter_(1, chosen, 1).view(6, n, n)
+    assert torch.equal(lib, units.repeat_interleave(s, 1).repeat_interleave(s, 2))
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 12), st.integers(2, 12), st.integers(0, 2**32), st.floats(0.05, 0.95))
+def test_avg_dist_equals_brute_force(h, w, seed, p):
+    m = np.random.default_rng(seed).random((h, w)) < p
+    if m.all() or not m.any(): return
+    yx = np.argwhere(np.ones((h, w)))
+    d = np.sqrt(((yx[m.ravel()][:, None] - yx[~m.ravel()][None]) ** 2).sum(-1)).min(1).mean()
+    assert avg_dist(m) == pytest.approx(d, rel=1e-9)
+
+def test_render_mask_says_why_a_blockwise_mask_is_empty():
+    img = np.random.default_rng(0).random((64, 64, 3))
+    fig = render_mask(img, 'blockwise', 64, 0.6, input_size=192)  # 3x3 units cannot hold a 16-unit block
+    assert fig.axes[1].get_title().endswith(' 0% masked')
+    assert fig.axes[1].texts and fig.axes[1].texts[0].get_text().startswith('no block fits')
+    assert 'may add 6 of 3x3 units' in fig.axes[1].texts[0].get_text().replace('\n', ' ')
+    assert not render_mask(img, 'blockwise', 16, 0.6, input_size=192).axes[1].texts  # a mask that fits says nothing
+
+def test_render_mask_all_hidden_and_font_sizes():
+    img = np.random.default_rng(0).random((64, 64, 3))
+    fig = render_mask(img, 'random', 32, 1.0)
+    assert fig.axes[2].get_title() == 'AvgDist inf: no pixel visible'
+    assert all(ax.title.get_fontsize() >= 9 for ax in fig.axes)
+    assert render_mask(img, 'random', 32, 0.6).axes[2].get_title().startswith("AvgDist ")
+
+@pytest.mark.parametrize('bad, exc, msg', [
+    (lambda: mask_grid(np.zeros((8, 8, 3)), []), ValueError, 'settings must not be empty'),
+    (lambda: mask_grid(np.zeros((8, 8, 3)), ['random']), TypeError, 'each setting must be a dict'),
+    (lambda: token_drop_indices(2, 196, 0.5, shared='yes'), TypeError, 'shared must be a bool'),
+    (lambda: drop_mask(torch.zeros(5, dtype=torch.long), 196), ValueError, 'keep_idx must be a 2-D tensor (B, keep)'),
+    (lambda: nearest_fill(np.zeros((4, 4)), np.ones((4, 4))), ValueError, 'mask hides every pixel'),
+    (lambda: nearest_fill(np.zeros((4, 4)), np.zeros((3, 4))), ValueError, 'mask has shape (3, 4), the image is (4, 4)'),
+    (lambda: blockwise_mask(224, 16, 16, 0.4, min_units=0), ValueError, 'min_units must be >= 1'),
+])
+def test_bad_input_of_the_helpers(bad, exc, msg):
+    with pytest.raises(exc) as e: bad()
+    assert msg in str(e.value)
