@@ -6,19 +6,55 @@ Docs: https://masklab.github.io/masklab/checkpoints.html.md"""
 
 # %% ../nbs/12_checkpoints.ipynb #e3f47d13
 from __future__ import annotations
-import _compat_pickle, json, pickle, re, reprlib, sys, warnings, zipfile
+import _compat_pickle, json, os, pickle, re, reprlib, sys, warnings, zipfile
 from collections import OrderedDict
 from pathlib import Path
 import torch
 from torch import nn
-from .train import atomic_write, save_state, load_state
 
 class CheckpointError(ValueError):
     "A checkpoint that cannot be used: unreadable, unsafe, or for another model; the message names the file"
 
 # %% auto #0
-__all__ = ['CheckpointError', 'Pickled', 'load', 'save', 'mismatch', 'load_into', 'to_official_msn', 'import_msn',
-           'to_official_simmim', 'import_simmim']
+__all__ = ['CheckpointError', 'atomic_write', 'save_state', 'load_state', 'Pickled', 'load', 'save', 'mismatch', 'load_into',
+           'to_official_msn', 'import_msn', 'to_official_simmim', 'import_simmim']
+
+# %% ../nbs/12_checkpoints.ipynb #4698fb1d
+def atomic_write(path, # the destination; its folder must exist
+                 data:bytes):
+    "Write `data` to `path` atomically: temp file in the same folder, fsync, os.replace, fsync the folder"
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
+    except OSError: pass
+    return path
+
+def save_state(path, tensors:dict[str, torch.Tensor], meta:dict):
+    "Save tensors + JSON metadata as one safetensors file, atomically"
+    from safetensors.torch import save
+    flat = {k: v.detach().to('cpu', copy=True).contiguous() for k, v in tensors.items()}
+    return atomic_write(path, save(flat, metadata={'masklab': json.dumps(meta)}))
+
+def load_state(path) -> tuple[dict[str, torch.Tensor], dict]:
+    "Load a file written by `save_state`: (tensors, metadata); no code is unpickled"
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), 'pt') as f:
+            meta = json.loads((f.metadata() or {}).get('masklab', '{}'))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e: raise ValueError(f"checkpoint {str(path)!r} could not be read: {e}") from e
+    return tensors, meta
 
 # %% ../nbs/12_checkpoints.ipynb #efc824ef
 class _Global(type):
@@ -327,10 +363,14 @@ def _source(src, name=None) -> tuple[dict, dict, str]:
 
 
 # %% ../nbs/12_checkpoints.ipynb #ba17b63e
+def _is_msn(m) -> bool: return all(hasattr(m, a) for a in ('target_encoder', 'encoder', 'prototypes'))
+def _is_msn_encoder(m) -> bool: return all(hasattr(m, a) for a in ('backbone', 'head'))
+def _is_simmim(m) -> bool: return all(hasattr(m, a) for a in ('encoder', 'head', 'mask_patch_size'))
+# (duck types, not isinstance: the methods import this module, so it cannot import them)
+
 def to_official_msn(model:nn.Module) -> dict:
     "An MSN model's target encoder and prototypes in the released layout: `target_encoder` (keys `module.*`, head as `fc.*`) + `prototypes`"
-    from masklab.msn import MSN
-    if not isinstance(model, MSN): raise TypeError(f"model must be an MSN, got {type(model).__name__}")
+    if not _is_msn(model): raise TypeError(f"model must be an MSN, got {type(model).__name__}")
     te = model.target_encoder
     sd = {f"module.{k}": v.clone() for k, v in te.backbone.state_dict().items()}
     sd.update({f"module.fc.{k}": v.clone() for k, v in te.head.state_dict().items()})
@@ -348,13 +388,12 @@ def import_msn(src, # a released MSN checkpoint: path, loaded dict or (tensors, 
                model:nn.Module, # an MSN (both encoders and the prototypes are filled), an MSNEncoder, or its ViT backbone
                name:str|None=None) -> nn.Module:
     "Load a released MSN checkpoint (`target_encoder` with keys prefixed `module.`, `prototypes`) into a masklab model"
-    from masklab.msn import MSN, MSNEncoder
     tensors, meta, name = _source(src, name)
     pre = _find_prefix(tensors, ('target_encoder.module.', 'target_encoder.'), name, 'an MSN', "'target_encoder'")
     sd = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
     backbone = {k: v for k, v in sd.items() if not k.startswith('fc.')}
     head = {k[3:]: v for k, v in sd.items() if k.startswith('fc.')}
-    if isinstance(model, MSN):
+    if _is_msn(model):
         if 'prototypes' not in tensors: raise CheckpointError(f"checkpoint {name} has no 'prototypes'")
         p = tensors['prototypes']
         if tuple(p.shape) != tuple(model.prototypes.shape):
@@ -362,7 +401,7 @@ def import_msn(src, # a released MSN checkpoint: path, loaded dict or (tensors, 
         for enc in (model.target_encoder, model.encoder):
             load_into(enc.backbone, backbone, name=name); load_into(enc.head, head, name=name)
         with torch.no_grad(): model.prototypes.copy_(p)
-    elif isinstance(model, MSNEncoder):
+    elif _is_msn_encoder(model):
         load_into(model.backbone, backbone, name=name); load_into(model.head, head, name=name)
     else: load_into(model, backbone, name=name)
     return model
@@ -378,9 +417,8 @@ def _timm_filter(enc:nn.Module, sd:dict) -> dict:
 
 def to_official_simmim(model:nn.Module) -> dict:
     "A SimMIM model in the released layout: {'model': {'encoder.*', 'decoder.0.*'}} (Swin: downsample at the end of a stage)"
-    from masklab.simmim import SimMIM
     from timm.models.swin_transformer import SwinTransformer
-    if not isinstance(model, SimMIM): raise TypeError(f"model must be a SimMIM, got {type(model).__name__}")
+    if not _is_simmim(model): raise TypeError(f"model must be a SimMIM, got {type(model).__name__}")
     enc = dict(model.encoder.state_dict())
     enc.update({k: b for k, b in model.encoder.named_buffers() if k.endswith('relative_position_index')})
     if isinstance(model.encoder, SwinTransformer):
@@ -393,14 +431,13 @@ def import_simmim(src, # a released SimMIM checkpoint: path, loaded dict or (ten
                   model:nn.Module, # a SimMIM (encoder and linear head are filled) or a masklab encoder
                   name:str|None=None) -> nn.Module:
     "Load a released SimMIM checkpoint (`model` with keys `encoder.*`, `decoder.0.*`; BEiT-style ViT or Swin)"
-    from masklab.simmim import SimMIM
     tensors, meta, name = _source(src, name)
     pre = _find_prefix(tensors, ('model.encoder.', 'encoder.'), name, 'a SimMIM', "'encoder.'")
-    enc = model.encoder if isinstance(model, SimMIM) else model
+    enc = model.encoder if _is_simmim(model) else model
     sd = _timm_filter(enc, {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)})
     load_into(enc, sd, name=name)
     dec = pre.replace('encoder.', 'decoder.0.')
     head = {k[len(dec):]: v for k, v in tensors.items() if k.startswith(dec)}
-    if isinstance(model, SimMIM) and head and hasattr(model.head, 'proj'): load_into(model.head.proj, head, name=name)
+    if _is_simmim(model) and head and hasattr(model.head, 'proj'): load_into(model.head.proj, head, name=name)
     return model
 

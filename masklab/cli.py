@@ -14,7 +14,8 @@ from .core import show_images, check_int, check_float, check_choice
 from .data import photos, PHOTO_NAMES, BUNDLED, check_data, MSNViews, simmim_transform, Views, _read_image
 from .masking import STRATEGIES, mask_grid, make_mask, avg_dist, upsample_mask
 from .sweep import set_key
-from .train import default_config, pretrain, TrainingError, METHODS, close_distributed
+from .trainer import default_config, TrainingError, available_methods, close_distributed
+from .train import pretrain
 
 # %% auto #0
 __all__ = ['load_image', 'cmd_data', 'check_out', 'check_out_dir', 'cmd_views', 'mask_settings', 'cmd_masks', 'apply_set',
@@ -129,7 +130,7 @@ def resolve_config(args) -> tuple[dict, Path, bool]:
     preset = check_choice('--preset', args.preset, tuple(PRESETS))
     methods = tuple(PRESETS[preset])
     method = args.method or (methods[0] if len(methods) == 1 else 'simmim')
-    check_choice('--method', method, tuple(METHODS))
+    check_choice('--method', method, available_methods())
     if method not in methods:
         raise ValueError(f"--preset {preset!r} is for --method {' or '.join(methods)}, not {method!r}")
     cfg = {**default_config(method), **copy.deepcopy(PRESETS[preset][method])}
@@ -207,7 +208,7 @@ def add_pretrain_parser(sub):
 def load_simmim_checkpoint(spec:str|None):
     "A SimMIM model from a run folder or file of `masklab pretrain`, a `save_simmim` file, or None (the shipped demo)"
     from masklab.simmim import SimMIM, load_simmim
-    from masklab.train import load_run
+    from masklab.trainer import load_run
     if spec is None: return load_simmim()
     p = Path(spec).expanduser()
     f = p/'model.safetensors' if p.is_dir() else p
@@ -251,7 +252,7 @@ def _parse_shots(spec:str) -> tuple[int, ...]:
 
 def load_eval_model(spec:str):
     "'pixels', or a SimMIM / MSN model from a run folder or file of `masklab pretrain`"
-    from masklab.train import load_run
+    from masklab.trainer import load_run
     if spec == 'pixels': return 'pixels'
     p = Path(spec).expanduser()
     f = p/'model.safetensors' if p.is_dir() else p

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import check_int, check_float, check_choice, derive_seed, get_device, pick
-from .train import load_run, build_method
+from .trainer import load_run, build_method
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'EVAL_INTERPOLATION', 'FINETUNE_RECIPES', 'PROTOCOLS', 'as_features', 'as_labels',

@@ -179,7 +179,7 @@ def msn_loss(anchor:torch.Tensor, # (V*B, D) online head outputs, stacked view-m
     return dict(loss=loss, ce=ce, me_max=rloss, ent=ent, probs=probs, targets=targets)
 
 # %% ../nbs/06_prototypes.ipynb #69499500
-from .train import msn_momentum as ema_momentum, ema_update
+from .trainer import msn_momentum as ema_momentum, ema_update, register_method
 
 # %% ../nbs/06_prototypes.ipynb #2106572e
 class MSNEncoder(nn.Module):
@@ -290,6 +290,19 @@ class MSN(nn.Module):
                 dict(params=[p for n, p in named if n in skip and n != 'prototypes'], weight_decay=0.0),
                 dict(params=[self.prototypes], weight_decay=0.0)]
 
+# %% ../nbs/06_prototypes.ipynb #af7de060
+def _build_for_pretrain(cfg:dict):
+    "`build_method`'s MSN: (model, per-image views, collate) from a pretrain config"
+    from masklab.data import MSNViews, collate_views
+    from masklab.encoders import create_encoder
+    m = dict(cfg['model'])
+    views = MSNViews(**m.pop('views', {}))
+    backbone = create_encoder(m.pop('encoder'), img_size=cfg['img_size'], **{'drop_path_rate': m.pop('drop_path_rate', 0.0),
+                              **m.pop('encoder_kwargs', {}), 'dynamic_img_size': True})
+    if 'output_dim' in m: m['out_dim'] = m.pop('output_dim')
+    return MSN(backbone, momentum=tuple(cfg['schedule'].get('ema', (0.996, 1.0))), **m), views, collate_views
+register_method('msn', _build_for_pretrain)
+
 # %% ../nbs/06_prototypes.ipynb #ca6c4527
 def fit_msn(model:MSN, # the model to train (in place)
             ds, # a dataset of (PIL image, label)
@@ -306,7 +319,7 @@ def fit_msn(model:MSN, # the model to train (in place)
             device:str='cpu', # 'auto' would pick a GPU when there is one
            ) -> list[dict]: # the trainer's record of every step (step, loss, lr, ce, me_max, ...), probes merged in
     "Train an MSN model with masklab's `Trainer` (the step `masklab pretrain` takes), probing it between sessions"
-    from masklab.train import Trainer
+    from masklab.trainer import Trainer
     steps, probe_every = check_int('steps', steps, 1), check_int('probe_every', probe_every, 0)
     warmup, clip = check_int('warmup', warmup, 0, steps), check_float('clip', clip, 0.0)
     if len(weight_decay) != 2: raise ValueError(f"weight_decay must be (start, end), got {weight_decay!r}")
@@ -524,6 +537,17 @@ def run_figures(self:MSN, ds, # the run's data set of (PIL image, label)
     t, _ = scores_of(self, x)
     return {'prototypes': usage_figure(torch.bincount(t.argmax(dim=1), minlength=t.shape[1]))}
 
+# %% ../nbs/07_sharpening.ipynb #89364358
+def _check_sharpening(images, scores, image, tau, T, top) -> tuple[int, int]:
+    "Validate `render_sharpening`'s arguments; return (image, top) as ints, top capped at K"
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be (N, 3, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    N = images.shape[0]
+    _check_scores('scores', scores, N)
+    for n, t in (('tau', tau), ('T', T)):
+        if check_float(n, t) <= 0: raise ValueError(f"{n} must be > 0, got {t}")
+    return check_int('image', image, 0, N - 1), min(check_int('top', top, 1), scores.shape[1])
+
 # %% ../nbs/07_sharpening.ipynb #234a0004
 def render_sharpening(images:torch.Tensor, # (N, 3, H, W) normalized images
                       scores:torch.Tensor, # (N, K) cosine scores of the images with the prototypes
@@ -532,33 +556,28 @@ def render_sharpening(images:torch.Tensor, # (N, 3, H, W) normalized images
                       top:int=16, # prototypes shown, highest first (at most K)
                      ) -> Figure:
     "One image's prediction vs sharpened target over its top prototypes, and target entropy against T"
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"images must be (N, 3, H, W), got {getattr(images, 'shape', type(images).__name__)}")
-    N = images.shape[0]
-    _check_scores('scores', scores, N)
-    K = scores.shape[1]
-    image, top = check_int('image', image, 0, N - 1), min(check_int('top', top, 1), K)
-    for n, t in (('tau', tau), ('T', T)):
-        if check_float(n, t) <= 0: raise ValueError(f"{n} must be > 0, got {t}")
+    image, top = _check_sharpening(images, scores, image, tau, T, top)
+    N, K = scores.shape
     p = torch.softmax(scores / tau, dim=1)
     t = sharpen(p, T)
-    fig = _figure((9, 2.5))
+    fig = _figure((10, 3.2))
     a0, a1, a2 = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=(1, 2.2, 2)))
-    a0.imshow(to_hwc(images[image], denorm=True)); a0.axis('off'); a0.set_title(f'image #{image}', fontsize=7)
+    a0.imshow(to_hwc(images[image], denorm=True)); a0.axis('off'); a0.set_title(f'image #{image}', fontsize=9)
     order = p[image].argsort(descending=True)[:top]
     x = np.arange(top)
     a1.bar(x - 0.2, p[image, order].numpy(), width=0.4, label=f'prediction (tau={tau:.3g})')
     a1.bar(x + 0.2, t[image, order].numpy(), width=0.4, label=f'target (T={T:.3g})')
-    a1.set_xticks(x, [str(int(i)) for i in order], fontsize=5); a1.set_xlabel('prototype', fontsize=7)
-    a1.set_ylim(0, 1); a1.legend(fontsize=6); a1.tick_params(labelsize=6)
+    a1.set_xticks(x, [str(int(i)) for i in order], fontsize=8); a1.set_xlabel('prototype (highest prediction first)', fontsize=9)
+    a1.set_ylim(0, 1); a1.tick_params(labelsize=8)
+    a1.legend(fontsize=8, loc='upper right', frameon=False)  # top prototypes are on the left: the bars stay clear
     a1.set_title(f'H(prediction) {mean_entropy(p[image:image + 1]):.2f}, H(target) {mean_entropy(t[image:image + 1]):.2f} nats',
-                 fontsize=7)
+                 fontsize=9)
     Ts = np.geomspace(0.01, 1, 30)
     a2.semilogx(Ts, [mean_entropy(sharpen(p, T_)).item() for T_ in Ts])
     a2.axhline(math.log(K), color='k', ls=':', lw=0.8)
     a2.plot([T], [mean_entropy(t).item()], 'o', color='C1')
-    a2.set_xlabel('T', fontsize=7); a2.tick_params(labelsize=6)
-    a2.set_title(f'mean target entropy, all {N} images: {mean_entropy(t):.2f} at T={T:.3g}', fontsize=7)
+    a2.set_xlabel('T', fontsize=9); a2.tick_params(labelsize=8)
+    a2.set_title(f'mean target entropy, {N} images:\n{mean_entropy(t):.2f} nats at T={T:.3g}', fontsize=9)
     fig.tight_layout(pad=0.3)
     return fig
 
@@ -585,4 +604,6 @@ class SharpeningExplorer:
         "The figure for the current control values"
         return self.widget.result
 
-    def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+    def _repr_mimebundle_(self, **kwargs):
+        from masklab.widgets import _live_only  # a plain-text line where the widget cannot run (docs), not its raw repr
+        return _live_only(self.widget, 'SharpeningExplorer', **kwargs)

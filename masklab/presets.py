@@ -7,7 +7,7 @@ Docs: https://masklab.github.io/masklab/presets.html.md"""
 # %% ../nbs/08b_presets.ipynb #42aefc70
 from __future__ import annotations
 import copy
-from .train import default_config, resolve_lr
+from .trainer import default_config, resolve_lr
 
 # %% auto #0
 __all__ = ['MNIST_VIT', 'MNIST_EVAL', 'PRESETS']

@@ -20,6 +20,7 @@ from fastcore.basics import patch
 from .core import check_int, check_float, check_choice, normalize, denormalize, seed_everything, to_hwc, full_precision
 from .masking import MaskGenerator, random_unit_masks, upsample_mask, square_image, nearest_fill
 from .encoders import create_encoder, check_token_mask, _Rebuildable
+from .trainer import register_method, MaskedView, collate_masked
 
 # %% auto #0
 __all__ = ['LOSS_ON', 'HEADS', 'DEMO_CONFIG', 'SimMIMHead', 'norm_targets', 'simmim_loss', 'MLPHead', 'TransformerHead', 'SimMIM',
@@ -213,7 +214,7 @@ def train_simmim(model:nn.Module, # a SimMIM (or any method whose forward(batch)
                  progress:bool=False, # a progress bar with the loss
                 ) -> list[float]: # the loss of every step
     "Train a SimMIM model with masklab's `Trainer` (the step `masklab pretrain` takes); returns the losses"
-    from masklab.train import Trainer
+    from masklab.trainer import Trainer
     from masklab.data import simmim_transform
     steps, warmup, clip = check_int('steps', steps, 1), check_int('warmup', warmup, 0, steps), check_float('clip', clip, 0.0)
     trainer = Trainer(model, ds, transform if transform is not None else simmim_transform(64), batch_size=batch_size,
@@ -399,6 +400,16 @@ class ReconstructionExplorer:
         return self.widget.result
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+
+# %% ../nbs/04_light_head.ipynb #4b7d73df
+def _build_for_pretrain(cfg:dict):
+    "`build_method`'s SimMIM: (model, per-image view with its mask, collate) from a pretrain config"
+    m = cfg['model']
+    enc = create_encoder(m['encoder'], img_size=cfg['img_size'], **m.get('encoder_kwargs', {}))
+    model = SimMIM(enc, m.get('head', 'linear'), m['mask_patch_size'], m['mask_ratio'], m.get('norm_target', False),
+                   m.get('norm_window', 47), m.get('loss_on', 'masked'))
+    return model, MaskedView(cfg['img_size'], m['mask_patch_size'], enc.model_patch_size, m['mask_ratio']), collate_masked
+register_method('simmim', _build_for_pretrain)
 
 # %% ../nbs/04_light_head.ipynb #ded57c14
 @patch

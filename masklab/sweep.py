@@ -18,7 +18,9 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from .core import check_int, check_float, check_choice, get_device
 from .data import check_data
-from .train import atomic_write, build_method, check_config_compile, checkpoints, default_config, load_run, pretrain
+from .checkpoints import atomic_write
+from .trainer import build_method, check_config_compile, checkpoints, default_config, load_run
+from .train import pretrain
 
 # %% auto #0
 __all__ = ['RESULTS', 'METRICS', 'METRIC_METHODS', 'mask_stats', 'set_key', 'expand_grid', 'point_id', 'read_results',
@@ -170,7 +172,7 @@ register_metric('recon', _recon, methods=('simmim',))
 def step_time(model, cfg:dict, repeats:int=10, warmup:int=2, seed:int=0, device='cpu') -> dict:
     "Milliseconds for one forward + backward of `model` on one batch of its own training views: median and quartiles"
     from masklab.data import get_dataset
-    from masklab.train import _to
+    from masklab.trainer import _to
     repeats, warmup = check_int('repeats', repeats, 1), check_int('warmup', warmup, 0)
     _, transform, collate = build_method(cfg)
     ds = get_dataset(cfg['data'])

@@ -2,7 +2,7 @@
 """masklab's whole test suite, the command README.md gives and CI runs.
 
 1. notebooks and `masklab/` are in sync: `nbdev-export` and `nbdev-clean` change no file;
-2. README.md matches nbs/index.ipynb (`tools/readme.py --check`);
+2. README.md matches nbs/index.ipynb (`tools/readme.py --check`), whose claims ledger matches results/ (`tools/ledger.py --check`);
 3. every notebook runs under `nbdev-test` (IN_TEST=1; `#| slow` and `#| gpu` cells skipped unless `--flags`);
 4. the docs build offline from the committed notebooks and every page checks out (`tools/build_docs.py`);
 5. `pytest tests/` (with the notebook hygiene checks and the real-browser widget tests).
@@ -48,7 +48,7 @@ def main(argv=None):
         print("nbdev-export / nbdev-clean changed:\n  " + "\n  ".join(changed) + "\nreview with `git diff` and commit them")
 
     t = step("README.md matches nbs/index.ipynb")
-    if subprocess.run([sys.executable, str(ROOT/'tools'/'readme.py'), '--check']).returncode == 0: passed += 1
+    if all(subprocess.run([sys.executable, str(ROOT/'tools'/t), '--check']).returncode == 0 for t in ('ledger.py', 'readme.py')): passed += 1
     else: failed += 1; failures.append('readme')
 
     if not args.skip_notebooks:
