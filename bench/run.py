@@ -1,7 +1,7 @@
 """Run every bench script, save their JSON together and rewrite the numbers section of bench/RESULTS.md.
 
     python bench/run.py [--out bench/results.json] [--quick] [--device cpu|cuda] [--dtype fp32|bf16] [--threads N]
-                        [--only msn,simmim,scaling,optim,layout,data,memory] [--no-md]
+                        [--only msn,simmim,scaling,optim,layout,data,views,memory] [--no-md]
 
 Each script runs in its own process (a fresh peak-memory count, no state carried between them). The default
 (CPU, fp32) run took 6 minutes on a quiet 2-core machine, compiling the `--compile` sides included (3 minutes
@@ -23,6 +23,7 @@ CPU_ARGS = {  # sized so the whole run stays near 10 minutes on 2 busy cores
     'optim': ['bench_optim.py', '--model', 'vit_small', '--repeats', '5'],
     'layout': ['bench_layout.py', '--model', 'vit_tiny', '--batch', '16', '--repeats', '5'],
     'data': ['bench_data.py', '--batch', '16', '--batches', '2', '--repeats', '2'],
+    'views': ['bench_views.py', '--batch', '16', '--repeats', '5'],
     'memory_msn_masklab': ['bench_memory.py', '--method', 'msn', '--side', 'masklab', '--batch', '4'],
     'memory_msn_lightly': ['bench_memory.py', '--method', 'msn', '--side', 'lightly', '--batch', '4'],
     'memory_simmim_masklab': ['bench_memory.py', '--method', 'simmim', '--side', 'masklab', '--batch', '16'],
@@ -36,6 +37,7 @@ GPU_ARGS = {  # the issue's GPU figures: SimMIM ViT-B/16 at batch 128, MSN ViT-S
     'scaling': ['bench_scaling.py', '--msn-model', 'vit_small', '--msn-batch', '64', '--simmim-model', 'vit_base',
                 '--simmim-batch', '128', '--repeats', '5', '--warmup', '2'],
     'optim': ['bench_optim.py', '--model', 'vit_small', '--repeats', '10', '--warmup', '3'],
+    'views': ['bench_views.py', '--batch', '64', '--repeats', '10', '--warmup', '2'],
     'memory_msn_masklab': ['bench_memory.py', '--method', 'msn', '--side', 'masklab', '--batch', '64'],
     'memory_simmim_masklab': ['bench_memory.py', '--method', 'simmim', '--side', 'masklab', '--model', 'vit_base', '--batch', '128'],
 }
@@ -115,6 +117,7 @@ def summary(res:dict) -> list[str]:
             w = da[key]['per_worker_samples_per_s']
             L.append(f"| {name} vs {model[1]} | {w} | {_r(mv and mv['images_per_s']['median'])} | "
                      f"{_r(mv and w / mv['images_per_s']['median'])}x |")
+    L += views_summary(res)
     op = res.get('optim')
     if op and 'step_s' in op:
         L += ['', f"AdamW step alone on {op['model']}, {op['parameters']:,} parameters (seconds, min / median / max):", '',
@@ -140,6 +143,41 @@ def summary(res:dict) -> list[str]:
             L.append(f"| {v['method']} | {v['side']} | {v['model']} | {v['batch']} | {v['step_peak_mib']} | {v['peak_mib']} |")
     errs = {k: v['error'] for k, v in res.items() if isinstance(v, dict) and 'error' in v}
     if errs: L += ['', 'Failed: ' + '; '.join(f"{k}: {e}" for k, e in errs.items())]
+    return L
+
+def views_summary(res:dict) -> list[str]:
+    "The batched views vs the per-image path vs lightly (bench_views.py), and each against the model's images/s"
+    vi = res.get('views')
+    if not vi or 'results' not in vi: return []
+    L = ['', f"Views (bench_views.py, batch {vi['batch']}, {vi['threads']} thread(s), bundled photos; per core = one "
+         f"thread; load average {vi['machine']['load_average'][0]}, {vi.get('machine_after', vi['machine'])['load_average'][0]}):", '',
+         '| method | side | samples/s min / med / max | per core (median) | batched / this side (median; pairs min-max) |',
+         '|---|---|---|---|---|']
+    for method, r in vi['results'].items():
+        base = 'batched' if 'batched' in r else 'batched_device'
+        for side in ('batched', 'batched_worker', 'batched_device', 'pil', 'lightly'):
+            if side not in r: continue
+            s, ratio = r[side]['samples_per_s'], r.get(f'ratio_{base}_over_{side}')
+            rt = f"{ratio['median']:.2f} ({ratio['pairs']['min']:.2f}-{ratio['pairs']['max']:.2f})" if ratio else ''
+            L.append(f"| {method} | {side} | {s['min']:.1f} / {s['median']:.1f} / {s['max']:.1f} | "
+                     f"{r[side].get('samples_per_s_per_core', '')} | {rt} |")
+    rows = []
+    for method, keys in (('msn', ('msn_small',)), ('simmim', ('simmim_vit_base', 'simmim'))):
+        key = next((k for k in keys if res.get(k, {}).get('results')), keys[-1])
+        r, m = vi['results'].get(method), res.get(key, {}).get('results', {})
+        if not r or not m: continue
+        model = 'vit_base' if 'vit_base' in m else ('vit_small' if 'vit_small' in m else next(iter(m)))
+        mv = m[model].get('masklab')
+        if not mv: continue
+        ips = mv['images_per_s']['median']
+        side = 'batched_device' if 'batched_device' in r else 'batched'
+        for s in (side, 'pil'):
+            v = r[s]['samples_per_s']['median']
+            rows.append(f"| {method} {model} | {s} | {v:.1f} | {ips:.2f} | {v / ips:.2f}x |")
+    if rows:
+        L += ['', 'Views against the model (masklab step, median images/s from the table above; CPU: one core of views, '
+              'GPU: the whole device):', '', '| model | views side | views samples/s | model img/s | views / model |',
+              '|---|---|---|---|---|'] + rows
     return L
 
 def write_md(path:Path, lines:list[str], command:str):

@@ -24,8 +24,8 @@ from .core import (check_int, check_float, check_choice, derive_seed, seed_worke
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PHOTO_NAMES', 'BUNDLED', 'VIEW_PARAMS', 'BLUR_SIGMA', 'VIEW_DEVICES', 'to_rgb', 'ImageDataset', 'photos',
-           'photo_crops', 'digits', 'mnist', 'ImageFolderDataset', 'tv_dataset', 'check_data', 'get_dataset',
+__all__ = ['log', 'PHOTO_NAMES', 'BUNDLED', 'VIEW_PARAMS', 'BLUR_SIGMA', 'CHUNK_BYTES', 'VIEW_DEVICES', 'to_rgb', 'ImageDataset',
+           'photos', 'photo_crops', 'digits', 'mnist', 'ImageFolderDataset', 'tv_dataset', 'check_data', 'get_dataset',
            'simmim_transform', 'RandomGaussianBlur', 'msn_view', 'MSNViews', 'Views', 'collate_views', 'EpochSampler',
            'make_loader', 'ViewSpec', 'draw_view_params', 'DecodedViews', 'collate_decoded', 'image_list',
            'crop_resize', 'adjust_brightness_', 'adjust_contrast_', 'adjust_saturation_', 'adjust_hue_',
@@ -406,20 +406,18 @@ class DecodedViews:
     def __repr__(self): return f"DecodedViews({len(self.specs)} views{', with masks' if self.mask else ''})"
 
 def collate_decoded(batch:Sequence) -> dict:
-    "Collate DecodedViews samples: every image's bytes end to end (no padding), sizes (B, 2), view_params, label[, mask]"
+    "Collate DecodedViews samples: images (a list of HxWx3 uint8 tensors: sizes may differ, nothing is copied), view_params, label[, mask]"
     if not batch: raise ValueError("batch must not be empty")
     samples, labels = zip(*batch)
-    out = dict(images=torch.cat([s[0].reshape(-1) for s in samples]), sizes=torch.tensor([s[0].shape[:2] for s in samples]),
-               view_params=torch.stack([s[1] for s in samples]), label=torch.as_tensor(labels))
+    out = dict(images=[s[0] for s in samples], view_params=torch.stack([s[1] for s in samples]), label=torch.as_tensor(labels))
     if len(samples[0]) > 2: out['mask'] = torch.stack([s[2] for s in samples])
     return out
 
-def image_list(images:torch.Tensor, sizes:torch.Tensor) -> list[torch.Tensor]:
-    "The images of a `collate_decoded` batch as (3, H, W) uint8 views (channels-last strides), no copy"
-    hw = sizes.tolist()
-    ends = np.cumsum([h * w * 3 for h, w in hw]).tolist()
-    if images.numel() != (ends[-1] if ends else 0): raise ValueError(f"images holds {images.numel()} bytes; sizes say {ends[-1]}")
-    return [images[e - h * w * 3:e].view(h, w, 3).permute(2, 0, 1) for (h, w), e in zip(hw, ends)]
+def image_list(images:Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    "The images of a `collate_decoded` batch as (3, H, W) uint8 views with channels-last strides, no copy"
+    bad = [tuple(a.shape) for a in images if not isinstance(a, torch.Tensor) or a.dtype != torch.uint8 or a.ndim != 3 or a.shape[-1] != 3]
+    if bad: raise ValueError(f"images must be HxWx3 uint8 tensors, got shapes {bad}")
+    return [a.permute(2, 0, 1) for a in images]
 
 # %% ../nbs/01_data.ipynb #8b5552a9
 def crop_resize(images:list, # (3, H, W) uint8 images (sizes may differ), all on one device
@@ -434,12 +432,12 @@ def crop_resize(images:list, # (3, H, W) uint8 images (sizes may differ), all on
     dev = images[0].device
     if mode == 'auto': mode = 'loop' if dev.type == 'cpu' else 'roi_align'
     if mode == 'loop':
-        out = torch.empty(len(sample), 3, size, size, dtype=torch.uint8, device=dev)
+        out = torch.empty(len(sample), 3, size, size, device=dev)
         for k, (b, (x0, y0, w, h), f) in enumerate(zip(sample.tolist(), boxes.long().tolist(), flip.tolist())):
             v = F.interpolate(images[b][None, :, y0:y0 + h, x0:x0 + w], size=(size, size), mode='bilinear',
                               antialias=True, align_corners=False)[0]
-            out[k] = v.flip(-1) if f else v
-        return out.float().div_(255)
+            out[k].copy_(v.flip(-1) if f else v).mul_(1 / 255)  # to float in [0, 1] while the crop is in cache
+        return out
     H, W = max(int(i.shape[1]) for i in images), max(int(i.shape[2]) for i in images)
     canvas = torch.zeros(len(images), 3, H + 1, W + 1, device=dev)  # one replicated edge row and column past each
     for k, im in enumerate(images):                                 # image: bilinear reads at the border see no zeros
@@ -467,15 +465,17 @@ def adjust_saturation_(x, f):
     return x.mul_(f).add_(g).clamp_(0, 1)
 def adjust_hue_(x, shift):
     "Rotate the HSV hue by `shift` (a fraction of a turn), per image; value and saturation are kept"
-    r, g, b = x.unbind(1)
-    maxc, minc = x.amax(1), x.amin(1)
+    r, g, b = (x[:, k].contiguous() for k in range(3))  # contiguous planes: strided ones are several times slower
+    maxc, minc = torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
     delta = maxc - minc
-    h = torch.where(maxc == r, g - b, torch.where(maxc == g, b - r + 2 * delta, r - g + 4 * delta))
-    h = h.div_(torch.where(delta > 0, delta, 1.0)).add_(6 * shift.view(-1, 1, 1))  # hue in sixths of a turn, shifted
-    h = h.sub_(torch.floor(h / 6).mul_(6))  # into [0, 6)
-    d = h.unsqueeze(1) + x.new_tensor([3., 1., -1.]).view(1, 3, 1, 1)  # per channel: distance from its plateau's centre
-    d = torch.minimum(d.abs(), d.sub_(6).abs_())  # circular: h + c lies in [-1, 9)
-    return x.copy_(maxc.unsqueeze(1) - delta.unsqueeze(1) * d.neg_().add_(2).clamp_(0, 1))
+    h = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(delta, alpha=2), (r - g).add_(delta, alpha=4)))
+    h = h.div_(delta.clamp(min=1e-30)).add_(6 * shift.view(-1, 1, 1))  # hue in sixths of a turn, shifted
+    h = h.sub_(torch.floor(h * (1 / 6)).mul_(6))  # into [0, 6)
+    for k, c in enumerate((3., 1., -1.)):  # each channel: value - delta * a trapezoid of its distance from its plateau
+        d = h + c
+        d = torch.minimum(d.abs(), d.sub_(6).abs_())  # circular distance: h + c lies in [-1, 9)
+        x[:, k] = torch.addcmul(maxc, delta, d.sub_(2).clamp_(-1, 0))  # maxc - delta * clamp(2 - d, 0, 1)
+    return x
 
 _JITTER = ((adjust_brightness_, 'brightness'), (adjust_contrast_, 'contrast'), (adjust_saturation_, 'saturation'),
            (adjust_hue_, 'hue'))
@@ -528,20 +528,18 @@ class BatchViews:
         order = (code * 2 + (p[:, _P['gray']] > 0)).argsort(stable=True)  # runs of one jitter order, gray views last
         p, code = p[order], code[order]
         x = crop_resize(images, sample[order], p[:, :4], p[:, _P['flip']] > 0, size, self.crop)
-        _colour_runs(x, p, code)
-        x.sub_(self.mean.to(dev).view(1, 3, 1, 1)).div_(self.std.to(dev).view(1, 3, 1, 1))
-        return x.index_select(0, order.argsort().to(dev))
+        return _colour_runs(x, p, code, order.to(dev), self.mean.to(dev).view(1, 3, 1, 1), self.std.to(dev).view(1, 3, 1, 1))
 
     def __call__(self, batch:dict, device=None) -> dict:
         "Make the views of a `collate_decoded` batch on `device` (default: where its images are)"
-        if not isinstance(batch, dict) or not {'images', 'sizes', 'view_params', 'label'} <= set(batch):
+        if not isinstance(batch, dict) or not {'images', 'view_params', 'label'} <= set(batch):
             got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-            raise TypeError(f"batch must be a dict from collate_decoded (images, sizes, view_params, label), got {got}")
-        dev = torch.device(device) if device is not None else batch['images'].device
+            raise TypeError(f"batch must be a dict from collate_decoded (images, view_params, label), got {got}")
+        dev = torch.device(device) if device is not None else batch['view_params'].device
         params = batch['view_params']
         if params.ndim != 3 or params.shape[1] != len(self.specs):
             raise ValueError(f"view_params has shape {tuple(params.shape)}; these BatchViews make {len(self.specs)} views per image")
-        images = image_list(batch['images'].to(dev, non_blocking=True), batch['sizes'].cpu())
+        images = image_list([a.to(dev, non_blocking=True) for a in batch['images']])
         label = batch['label'].to(dev, non_blocking=True)
         if self.kind == 'msn':
             return dict(target=self.views(images, params, self.groups[0]),
@@ -551,22 +549,30 @@ class BatchViews:
         return dict(image=image, mask=batch['mask'].to(dev, non_blocking=True), label=label)
     def __repr__(self): return f"BatchViews({self.kind}, {len(self.specs)} views, groups {[len(g) for g in self.groups]})"
 
-def _colour_runs(x, p, code):
-    "Jitter, grayscale and blur planned on the host: views sorted by jitter order, each run a slice changed in place"
-    pd, start, gray = p.to(x.device, non_blocking=True), 0, (p[:, _P['gray']] > 0).tolist()
+CHUNK_BYTES = 2 ** 21  # the views changed together on a CPU: about 2 MB, so that the ~60 passes of jitter stay in cache
+
+def _colour_runs(x, p, code, order, mean, std):
+    "Jitter, grayscale, normalization and blur planned on the host on views sorted by jitter order; the views in `order`'s places"
+    pd, start, gray, out = p.to(x.device, non_blocking=True), 0, (p[:, _P['gray']] > 0).tolist(), torch.empty_like(x)
+    step = max(1, CHUNK_BYTES // (x[0].numel() * x.element_size()))
     for c, n in zip(*[t.tolist() for t in torch.unique_consecutive(code, return_counts=True)]):
-        if c:
-            for slot in range(4):
-                op, name = _JITTER[int(p[start, _P['order0'] + slot])]
-                op(x[start:start + n], pd[start:start + n, _P[name]])
-        g = start + gray[start:start + n].index(True) if True in gray[start:start + n] else start + n
-        if g < start + n: x[g:start + n] = _gray(x[g:start + n])  # the run's gray views are its tail
-        start += n
+        for a in range(start, start + n, step):  # cache-sized slices of the run: whole runs are memory-bound
+            b = min(a + step, start + n)
+            if c:
+                for slot in range(4):
+                    op, name = _JITTER[int(p[start, _P['order0'] + slot])]
+                    op(x[a:b], pd[a:b, _P[name]])
+            g = a + gray[a:b].index(True) if True in gray[a:b] else b
+            if g < b: x[g:b] = _gray(x[g:b])  # the run's gray views are its tail
+            out.index_copy_(0, order[a:b], x[a:b].sub_(mean).div_(std))  # normalized before the blur, which commutes
+        start += n                                                       # with it (a normalized kernel, edges replicated)
     radius = torch.ceil(3 * p[:, _P['sigma']]).long()  # each view's own kernel: no view depends on its batch
     for R in radius.unique().tolist():
         if R == 0: continue
-        i = (radius == R).nonzero().flatten().to(x.device)
-        x.index_copy_(0, i, gaussian_blur_(x.index_select(0, i), pd[i, _P['sigma']], R))
+        k = (radius == R).nonzero().flatten()
+        i = order[k.to(x.device)]
+        out.index_copy_(0, i, gaussian_blur_(out.index_select(0, i), pd[k.to(x.device), _P['sigma']], R))
+    return out
 
 def _colour_masked(x, p):
     "Jitter, grayscale and blur with no host work: every op on every view, with identity factors where it does not apply"

@@ -159,7 +159,7 @@ def test_view_major_order_and_determinism(ph):
     assert torch.equal(bv(collate_decoded([vw[i] for i in range(6)]))['anchors'][1], full['anchors'][1])
     loader = lambda w: torch.utils.data.DataLoader(vw, batch_size=3, num_workers=w, collate_fn=collate_decoded)
     b0, b2 = next(iter(loader(0))), next(iter(loader(2)))
-    assert all(torch.equal(b0[k], b2[k]) for k in b0)
+    assert all(torch.equal(a, b) for k in b0 for a, b in (zip(b0[k], b2[k]) if k == 'images' else [(b0[k], b2[k])]))
     vw.set_epoch(1)
     assert not torch.equal(collate_decoded([vw[0]])['view_params'], collate_decoded([Views(data, DecodedViews(spec), seed=3)[0]])['view_params'])
     g = torch.get_rng_state()
@@ -191,4 +191,24 @@ def test_bad_input_fails_early(ph):
     spec = [ViewSpec(32)] * 2
     raw = collate_decoded([(DecodedViews(spec)(ph[0][1]), 0)])
     with pytest.raises(ValueError, match="make 3 views per image"): BatchViews([ViewSpec(32)] * 3)(raw)
-    with pytest.raises(ValueError, match="bytes"): image_list(torch.zeros(10, dtype=torch.uint8), torch.tensor([[2, 2]]))
+    with pytest.raises(ValueError, match="HxWx3 uint8"): image_list([torch.zeros(4, 4, 3, dtype=torch.uint8), torch.zeros(4, 4)])
+
+def test_bench_views_script_and_table(capsys, monkeypatch):
+    "bench/bench_views.py runs at toy size, prints the fields bench/run.py tables, and the table comes out"
+    from pathlib import Path
+    import json, sys
+    bench = Path(__file__).resolve().parents[1] / 'bench'
+    if not bench.is_dir(): pytest.skip('bench/ is not in this checkout')
+    monkeypatch.syspath_prepend(str(bench))
+    import bench_views, run
+    monkeypatch.setattr(sys, 'argv', ['bench_views', '--quick', '--repeats', '1', '--warmup', '0'])
+    capsys.readouterr()
+    bench_views.main()
+    d = json.loads(capsys.readouterr().out)
+    assert d['threads'] == 1 and set(d['results']) == {'msn', 'simmim'}
+    for m, r in d['results'].items():
+        assert {'pil', 'batched', 'batched_worker'} <= set(r) and r['ratio_batched_over_pil']['median'] > 0
+        assert r['batched']['samples_per_s_per_core'] > 0
+    model = {'results': {'vit_small': {'masklab': {'images_per_s': {'median': 2.0}}}}}
+    md = '\n'.join(run.views_summary({'views': d, 'msn_small': model}))
+    assert '| msn | batched |' in md and '| simmim | pil |' in md and '| msn vit_small | batched |' in md
