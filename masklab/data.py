@@ -621,7 +621,7 @@ def view_pipeline(method:str, # 'msn', 'simmim' or 'toy'
     args = tuple(views.pop(k) for k in need)
     if views: raise ValueError(f"views for 'simmim' take {', '.join(need)}, scale, ratio, hflip and device; got {sorted(views)}")
     if where == 'cpu':
-        from masklab.train import MaskedView, collate_masked
+        from masklab.trainer import MaskedView, collate_masked  # where SimMIM's per-image view lives
         return MaskedView(*args, **crop_kw), collate_masked, None
     from masklab.masking import _unit_plan
     _unit_plan(*args)  # bad mask settings fail here, not in a worker
