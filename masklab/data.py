@@ -596,13 +596,13 @@ VIEW_DEVICES = ('cpu', 'auto')
 
 def view_pipeline(method:str, # 'msn', 'simmim' or 'toy'
                   views:dict|None=None, # the method's view settings, plus `device`: 'cpu' | 'auto'
-                  device=None, # the training device (decides how crops are resized: see `crop_resize`)
+                  device=None, # the training device, or None / 'auto': decided by where each batch is (how crops are resized: `crop_resize`)
                  ) -> tuple: # (transform, collate, augment or None)
     "The views of a method: per image with PIL on the loader (device 'cpu'), or decoded there and made in batches on the training device ('auto')"
     check_choice('method', method, ('msn', 'simmim', 'toy'))
     views = dict(views or {})
     where = check_choice('views.device', views.pop('device', 'auto'), VIEW_DEVICES)
-    crop = 'auto' if device is None else ('loop' if torch.device(device).type == 'cpu' else 'roi_align')
+    crop = 'auto' if device in (None, 'auto') else ('loop' if torch.device(device).type == 'cpu' else 'roi_align')  # auto: by where the batch is
     if method == 'msn':
         mv = MSNViews(**views)
         if where == 'cpu': return mv, collate_views, None
