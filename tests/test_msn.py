@@ -262,3 +262,37 @@ def test_end_of_run_helpers_follow_the_models_device():
     x = torch.randn(4, 3, 32, 32)  # built on the CPU, as run_figures builds them
     with pytest.raises(NotImplementedError, match='meta'):  # before: a device-mismatch RuntimeError in the forward
         scores_of(model, x)
+
+
+def test_sharpening_explorer_readable_and_says_what_it_is():
+    "issue 19: titles at >= 9 pt, a plain-text line instead of the raw interactive(...) repr, checks in one helper"
+    x, s = torch.randn(6, 3, 32, 32), torch.rand(6, 8) * 2 - 1
+    ex = SharpeningExplorer(x, s)
+    assert all(ax.title.get_fontsize() >= 9 for ax in ex.result.axes)
+    assert ex._repr_mimebundle_()['text/plain'] == '[SharpeningExplorer: a live widget; run the notebook to use its controls]'
+    with pytest.raises(ValueError, match=r'images must be \(N, 3, H, W\)'): render_sharpening(x[0], s)
+    with pytest.raises(ValueError, match='T must be > 0, got -1'): render_sharpening(x, s, T=-1)
+    with pytest.raises(ValueError, match='image must be <= 5'): render_sharpening(x, s, image=6)
+
+
+def test_msn_loss_equals_the_plain_torch_loss():
+    "The lesson's minimal version: sharpen by a power, 3 Sinkhorn iterations, CE per view, ME-MAX as log K - H(p_bar)"
+    import math
+    g = torch.Generator().manual_seed(1)
+    z, h, P = torch.randn(3 * 8, 16, generator=g), torch.randn(8, 16, generator=g), torch.randn(12, 16, generator=g)
+    Pn = F.normalize(P, dim=1)
+    p = torch.softmax(F.normalize(z, dim=1) @ Pn.T / 0.1, dim=1)
+    t = torch.softmax(F.normalize(h, dim=1) @ Pn.T / 0.1, dim=1) ** 4
+    Q = (t / t.sum(1, keepdim=True)).T
+    Q = Q / Q.sum()
+    for _ in range(3):
+        Q = Q / Q.sum(1, keepdim=True) / 12
+        Q = Q / Q.sum(0, keepdim=True) / 8
+    t = (Q * 8).T
+    ce = -(t.repeat(3, 1) * p.log()).sum(1).mean()
+    pb = p.mean(0)
+    mm = (pb * pb.log()).sum() + math.log(12)
+    out = msn_loss(z, h, P)
+    assert out['ce'].item() == pytest.approx(ce.item(), abs=1e-5)
+    assert out['me_max'].item() == pytest.approx(mm.item(), abs=1e-6)
+    assert out['loss'].item() == pytest.approx((ce + mm).item(), abs=1e-5)
