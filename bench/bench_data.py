@@ -12,7 +12,7 @@ from common import add_common_args, setup, machine, stats
 
 def loader_rate(transform, collate, batch, batches, workers, repeats):
     from masklab.data import photos
-    from masklab.train import Trainer, ToyMethod
+    from masklab.trainer import Trainer, ToyMethod
     imgs = [im for _, im in photos()]
     ds = [(imgs[i % len(imgs)], i % len(imgs)) for i in range(batch * batches)]
     tr = Trainer(ToyMethod(), ds, transform, collate=collate, batch_size=batch, max_steps=batches, device='cpu',
@@ -39,7 +39,7 @@ def main():
     if a.quick: a.batch, a.batches, a.rand_size, a.focal_size, a.focal_views, a.repeats = 2, 1, 64, 32, 2, 1
     setup(a)  # threads and seeds
     from masklab.data import MSNViews, collate_views
-    from masklab.train import MaskedView, collate_masked
+    from masklab.trainer import MaskedView, collate_masked
     out = dict(bench='data', machine=machine('cpu'), batch=a.batch, batches=a.batches, workers=a.workers, repeats=a.repeats)
     views = MSNViews(a.rand_size, a.focal_size, 1, a.focal_views)
     out['msn'] = dict(views=views.n_views, rand_size=a.rand_size, focal_size=a.focal_size,

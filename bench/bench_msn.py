@@ -6,7 +6,7 @@ Same work on both sides: the same timm ViT/16, batch, views (1 target + 1 masked
 token drop (official patch_drop 0.15: 166 of 196 patch tokens kept, plus [CLS]), projection head (2048-2048-256),
 1024 prototypes, loss (tau 0.1, T 0.25, 3 Sinkhorn iterations, ME-MAX), AdamW, grad-norm clip 3 on the encoder,
 EMA of the target, fp32 (or bf16 autocast on CUDA with --dtype bf16), the same torch threads.
-- masklab: `masklab.train.Trainer.train_step` (the step `masklab pretrain` takes) on `masklab.msn.MSN`;
+- masklab: `masklab.trainer.Trainer.train_step` (the step `masklab pretrain` takes) on `masklab.msn.MSN`;
 - lightly: `MaskedVisionTransformerTIMM` + `MSNProjectionHead` + `MSNLoss` + `random_token_mask` +
   `update_momentum`, written as its MSN example does, with two fairness fixes: the prototypes get their gradient
   (the example passes `.data`) and only the 224 anchor is token-dropped (the example also drops focal tokens).
@@ -35,7 +35,7 @@ def masklab_step(model_name, B, batch, dev, dtype, patch_drop, shared_mask=True,
     size = batch['target'].shape[-1]
     from masklab.encoders import TokenDropViT
     from masklab.msn import MSN
-    from masklab.train import Trainer
+    from masklab.trainer import Trainer
     torch.manual_seed(0)
     backbone = TokenDropViT('vit_small_patch16_224', img_size=size, patch_size=16, **VITS[model_name])
     model = MSN(backbone, patch_drop=patch_drop, shared_mask=shared_mask)

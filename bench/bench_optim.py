@@ -18,7 +18,7 @@ def main():
     dev = setup(a)
     from masklab.encoders import TokenDropViT
     from masklab.msn import MSN
-    from masklab.train import param_groups
+    from masklab.trainer import param_groups
     model = MSN(TokenDropViT('vit_small_patch16_224', img_size=224, patch_size=16, **bench_msn.VITS[a.model])).to(dev)
     for q in model.parameters():
         if q.requires_grad: q.grad = torch.randn_like(q) * 1e-3

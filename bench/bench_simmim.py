@@ -7,7 +7,7 @@ Same work on both sides: the same timm ViT/16 with a mask token, batch, images a
 32 px units at ratio 0.6: 30 of 49 units, 120 of 196 tokens, made once for the batch in masklab's data pipeline
 and handed to both), L1 loss on the masked pixels, AdamW, grad-norm clip 5, fp32 (bf16 autocast on CUDA with
 --dtype bf16), the same torch threads. MFU as in bench_msn.py (matmul rate timed in the same rounds).
-- masklab: `masklab.train.Trainer.train_step` (the step `masklab pretrain` takes) on `masklab.simmim.SimMIM`
+- masklab: `masklab.trainer.Trainer.train_step` (the step `masklab pretrain` takes) on `masklab.simmim.SimMIM`
   (linear head: 1x1 conv + PixelShuffle on every token, loss on the masked pixels, as official);
 - lightly: its SimMIM example's pieces: `MaskedVisionTransformerTIMM.encode(idx_mask=...)`, a Linear decoder on the
   masked tokens only, `patchify` targets and `nn.L1Loss` (the head is ~0.1% of the FLOPs either way).
@@ -41,7 +41,7 @@ def make_batch(B, size, patch, unit, ratio, dev):
 def masklab_step(model_name, batch, dev, dtype, unit, ratio, encoder=None, compile=False):
     "masklab's SimMIM and its Trainer; returns (step fn, fwd+bwd fn, model)"
     from masklab.simmim import SimMIM
-    from masklab.train import Trainer
+    from masklab.trainer import Trainer
     torch.manual_seed(0)
     B, size = batch['image'].shape[0], batch['image'].shape[-1]
     enc = encoder or make_encoder(model_name, size)

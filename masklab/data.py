@@ -29,7 +29,8 @@ __all__ = ['log', 'PHOTO_NAMES', 'BUNDLED', 'VIEW_PARAMS', 'BLUR_SIGMA', 'CHUNK_
            'simmim_transform', 'RandomGaussianBlur', 'msn_view', 'MSNViews', 'Views', 'collate_views', 'EpochSampler',
            'make_loader', 'ViewSpec', 'draw_view_params', 'DecodedViews', 'collate_decoded', 'image_list',
            'crop_resize', 'adjust_brightness_', 'adjust_contrast_', 'adjust_saturation_', 'adjust_hue_',
-           'gaussian_blur_', 'BatchViews', 'msn_view_specs', 'view_pipeline', 'channel_stats']
+           'gaussian_blur_', 'BatchViews', 'MaskedView', 'collate_masked', 'msn_view_specs', 'view_pipeline',
+           'channel_stats', 'OnDevice', 'method_views']
 
 # %% ../nbs/01_data.ipynb #117b27ca
 def to_rgb(img) -> Image.Image:
@@ -586,6 +587,23 @@ def _colour_masked(x, p):
     s = p[:, _P['sigma']]
     gaussian_blur_(x, torch.where(s > 0, s, 1e-3), radius=math.ceil(3 * BLUR_SIGMA[1]))  # 1e-3: the kernel is exactly 1 at 0
 
+# %% ../nbs/01_data.ipynb #efe04c06
+class MaskedView:
+    "SimMIM's view with its mask drawn per image in the data pipeline: PIL in, (image, mask) out"
+    def __init__(self, img_size:int, mask_patch_size:int, model_patch_size:int, mask_ratio:float, **crop):
+        self.view = simmim_transform(img_size, **crop)
+        self.args = (img_size, mask_patch_size, model_patch_size, mask_ratio)
+    def __call__(self, img):
+        from masklab.masking import random_unit_masks
+        return self.view(img), random_unit_masks(1, *self.args)[0]
+
+def collate_masked(batch:Sequence) -> dict:
+    "Collate ((image, mask), label) samples into dict(image, mask, label)"
+    if not batch: raise ValueError("batch must not be empty")
+    views, labels = zip(*batch)
+    return dict(image=torch.stack([v[0] for v in views]), mask=torch.stack([v[1] for v in views]),
+                label=torch.as_tensor(labels))
+
 # %% ../nbs/01_data.ipynb #f2e01505
 def msn_view_specs(views:MSNViews) -> list[ViewSpec]:
     "The ViewSpecs of an MSNViews: target and random anchors, then focal anchors"
@@ -621,7 +639,6 @@ def view_pipeline(method:str, # 'msn', 'simmim' or 'toy'
     args = tuple(views.pop(k) for k in need)
     if views: raise ValueError(f"views for 'simmim' take {', '.join(need)}, scale, ratio, hflip and device; got {sorted(views)}")
     if where == 'cpu':
-        from masklab.trainer import MaskedView, collate_masked  # where SimMIM's per-image view lives
         return MaskedView(*args, **crop_kw), collate_masked, None
     from masklab.masking import _unit_plan
     _unit_plan(*args)  # bad mask settings fail here, not in a worker
@@ -633,3 +650,14 @@ def channel_stats(batch:dict) -> dict:
     groups = {k: batch[k] for k in ('target', 'image') if k in batch}
     groups.update({f'anchors {k}': a for k, a in enumerate(batch.get('anchors', []))})
     return {k: (v.float().mean((0, 2, 3)), v.float().std((0, 2, 3))) for k, v in groups.items()}
+
+class OnDevice:
+    "A collate whose batches are finished on the training device: `collate(samples)` in the loader, then `on_device(batch, device)`"
+    def __init__(self, collate:Callable, augment:Callable): self.collate, self.augment = collate, augment
+    def __call__(self, samples): return self.collate(samples)
+    def on_device(self, batch:dict, device) -> dict: return self.augment(batch, device)
+
+def method_views(method:str, views:dict|None=None, device=None) -> tuple[Callable, Callable]:
+    "(transform, collate) of a method's views for the trainer: `view_pipeline`, its device step folded into the collate"
+    transform, collate, augment = view_pipeline(method, views, device)
+    return transform, (collate if augment is None else OnDevice(collate, augment))

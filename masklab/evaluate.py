@@ -111,15 +111,14 @@ def eval_transform(img_size:int, # side of the centre crop the encoder sees
 def resolve_model(model_or_run, # a SimMIM or MSN model, a run folder / model.safetensors, or 'pixels'
                  ) -> tuple[nn.Module|None, str, int|None]: # (model, method, the run's img_size)
     "Load a run if given a path; name its method: 'simmim', 'msn' or 'pixels'"
-    from masklab.simmim import SimMIM
-    from masklab.msn import MSN
     if isinstance(model_or_run, str) and model_or_run == 'pixels': return None, 'pixels', None
     size = None
     if isinstance(model_or_run, (str, Path)):
         model_or_run, cfg = load_run(model_or_run)
         size = cfg.get('img_size')
-    if isinstance(model_or_run, SimMIM): return model_or_run, 'simmim', size
-    if isinstance(model_or_run, MSN): return model_or_run, 'msn', size
+    # the method's own name (`SimMIM.method_name`, `MSN.method_name`): this module sits below the methods' modules
+    method = getattr(model_or_run, 'method_name', None) if isinstance(model_or_run, nn.Module) else None
+    if method in ('simmim', 'msn'): return model_or_run, method, size
     raise TypeError(f"model_or_run must be a SimMIM or MSN model, a run of one, or 'pixels'; got a "
                     f"{type(model_or_run).__name__}")
 

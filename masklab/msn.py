@@ -20,6 +20,7 @@ import ipywidgets as W
 from torchvision.transforms import v2
 from .core import check_int, check_float, check_choice, to_hwc, IMAGENET_MEAN, IMAGENET_STD, full_precision
 from .masking import token_drop_indices
+from .evaluate import msn_features
 
 # %% auto #0
 __all__ = ['DEMO', 'MSNProjectionHead', 'init_prototypes', 'prototype_scores', 'all_reduce_mean', 'sharpen', 'sinkhorn', 'mean_entropy', 'me_max', 'msn_targets', 'msn_loss', 'MSNEncoder', 'MSN', 'fit_msn', 'effective_rank', 'knn_accuracy', 'center_images', 'collapse_stats', 'small_msn_run', 'render_prototypes', 'scores_of', 'PrototypeExplorer', 'usage_figure', 'render_sharpening', 'SharpeningExplorer']
@@ -197,6 +198,7 @@ class MSNEncoder(nn.Module):
 # %% ../nbs/06_prototypes.ipynb #9d063e30
 class MSN(nn.Module):
     "Masked Siamese Networks: online encoder + head, EMA target encoder + head, learnable prototypes, the MSN loss"
+    method_name = 'msn'  # what `masklab pretrain --method` and the evaluation call it
     def __init__(self, backbone:nn.Module, # a TokenDropViT, e.g. create_encoder('msn_vit_small')
                  hidden_dim:int=2048, out_dim:int=256, # the projection head
                  num_prototypes:int=1024, # K
@@ -271,8 +273,7 @@ class MSN(nn.Module):
     @torch.no_grad()
     def features(self, x:torch.Tensor) -> torch.Tensor:
         "MSN's evaluation features: the *target* encoder's [CLS] token before its final LayerNorm, (B, D)"
-        from masklab.evaluate import msn_features
-        return msn_features(self.target_encoder.backbone, x)
+        return msn_features(self.target_encoder.backbone, x)  # 09_evaluate explains where MSN's features are read
 
     def clip_parameters(self):
         "The parameters whose gradient norm is clipped: the online encoder and head, not the prototypes (official)"
@@ -293,14 +294,16 @@ class MSN(nn.Module):
 # %% ../nbs/06_prototypes.ipynb #af7de060
 def _build_for_pretrain(cfg:dict):
     "`build_method`'s MSN: (model, per-image views, collate) from a pretrain config"
-    from masklab.data import MSNViews, collate_views
+    from masklab.data import method_views
     from masklab.encoders import create_encoder
+    from masklab.trainer import views_device
+    from masklab.core import get_device
     m = dict(cfg['model'])
-    views = MSNViews(**m.pop('views', {}))
+    transform, collate = method_views('msn', {**m.pop('views', {}), 'device': views_device(cfg)}, get_device(cfg.get('device', 'auto')))
     backbone = create_encoder(m.pop('encoder'), img_size=cfg['img_size'], **{'drop_path_rate': m.pop('drop_path_rate', 0.0),
                               **m.pop('encoder_kwargs', {}), 'dynamic_img_size': True})
     if 'output_dim' in m: m['out_dim'] = m.pop('output_dim')
-    return MSN(backbone, momentum=tuple(cfg['schedule'].get('ema', (0.996, 1.0))), **m), views, collate_views
+    return MSN(backbone, momentum=tuple(cfg['schedule'].get('ema', (0.996, 1.0))), **m), transform, collate
 register_method('msn', _build_for_pretrain)
 
 # %% ../nbs/06_prototypes.ipynb #ca6c4527

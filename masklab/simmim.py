@@ -17,10 +17,12 @@ from timm.models.vision_transformer import Block
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from fastcore.basics import patch
-from .core import check_int, check_float, check_choice, normalize, denormalize, seed_everything, to_hwc, full_precision
+from .core import check_int, check_float, check_choice, normalize, denormalize, seed_everything, to_hwc, full_precision, get_device
 from .masking import MaskGenerator, random_unit_masks, upsample_mask, square_image, nearest_fill
 from .encoders import create_encoder, check_token_mask, _Rebuildable
-from .trainer import register_method, MaskedView, collate_masked
+from .trainer import register_method, views_device
+from .data import method_views
+from .evaluate import simmim_features
 
 # %% auto #0
 __all__ = ['LOSS_ON', 'HEADS', 'DEMO_CONFIG', 'SimMIMHead', 'norm_targets', 'simmim_loss', 'MLPHead', 'TransformerHead', 'SimMIM',
@@ -139,6 +141,7 @@ HEADS = {'linear': SimMIMHead, 'mlp': MLPHead, 'transformer': TransformerHead}
 # %% ../nbs/04_light_head.ipynb #ed99174c
 class SimMIM(nn.Module):
     "SimMIM: an encoder with a mask token, a head that predicts pixels, and the masked L1 loss"
+    method_name = 'simmim'  # what `masklab pretrain --method` and the evaluation call it
     def __init__(self, encoder:nn.Module, # a masklab encoder with a mask token (MaskTokenViT, MaskTokenBeit, MaskTokenSwin)
                  head:str|nn.Module='linear', # 'linear' | 'mlp' | 'transformer', or a module
                  mask_patch_size:int=32, # mask unit side in pixels
@@ -185,8 +188,7 @@ class SimMIM(nn.Module):
     @torch.no_grad()
     def features(self, x:torch.Tensor, block:int|None=None) -> torch.Tensor:
         "SimMIM's evaluation features: mean-pooled patch tokens of a block (the 8th of ViT-B, else the last), (B, D)"
-        from masklab.evaluate import simmim_features
-        return simmim_features(self.encoder, x, block)
+        return simmim_features(self.encoder, x, block)  # 09_evaluate explains where SimMIM's features are read
 
     def forward(self, batch:dict) -> dict:
         "dict(image=(B, C, H, W)[, mask=(B, h, w)]) -> dict(loss=...)"
@@ -408,7 +410,9 @@ def _build_for_pretrain(cfg:dict):
     enc = create_encoder(m['encoder'], img_size=cfg['img_size'], **m.get('encoder_kwargs', {}))
     model = SimMIM(enc, m.get('head', 'linear'), m['mask_patch_size'], m['mask_ratio'], m.get('norm_target', False),
                    m.get('norm_window', 47), m.get('loss_on', 'masked'))
-    return model, MaskedView(cfg['img_size'], m['mask_patch_size'], enc.model_patch_size, m['mask_ratio']), collate_masked
+    views = dict(img_size=cfg['img_size'], mask_patch_size=m['mask_patch_size'], model_patch_size=enc.model_patch_size,
+                 mask_ratio=m['mask_ratio'], device=views_device(cfg))
+    return (model, *method_views('simmim', views, get_device(cfg.get('device', 'auto'))))
 register_method('simmim', _build_for_pretrain)
 
 # %% ../nbs/04_light_head.ipynb #ded57c14

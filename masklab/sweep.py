@@ -181,6 +181,7 @@ def step_time(model, cfg:dict, repeats:int=10, warmup:int=2, seed:int=0, device=
     dev = get_device(device)
     model.train().to(dev)
     batch = _to(batch, dev)
+    if hasattr(collate, 'on_device'): batch = collate.on_device(batch, dev)  # views made in batches on the device
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
     times = []
     for k in range(warmup + repeats):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from .core import (check_int, check_float, check_choice, derive_seed, seed_everything, seed_worker,
                           get_device, normalize)
-from .data import Views, EpochSampler, collate_views, simmim_transform
+from .data import Views, EpochSampler, collate_views, simmim_transform, method_views
 from .checkpoints import atomic_write, save_state, load_state, load_into
 
 # %% auto #0
@@ -29,8 +29,8 @@ __all__ = ['NO_DECAY_KEYWORDS', 'SCHEDULES', 'FORMAT', 'METHODS', 'DistEnv', 'in
            'ToyMethod', 'SkipSampler', 'optimizer_to_state', 'optimizer_from_state', 'rng_to_state', 'rng_from_state',
            'check_compile', 'check_cpu_compiler', 'block_owners', 'compile_blocks', 'TrainingError', 'checkpoints',
            'Trainer', 'state_dict_tensors', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'train_step',
-           'fit', 'register_method', 'available_methods', 'build_method', 'MaskedView', 'collate_masked',
-           'default_config', 'check_config_compile', 'resolve_lr', 'load_run']
+           'fit', 'register_method', 'available_methods', 'build_method', 'views_device', 'default_config',
+           'check_config_compile', 'resolve_lr', 'load_run']
 
 # %% ../nbs/08_train.ipynb #bc1f0780
 @dataclass
@@ -588,6 +588,8 @@ def train_step(self:Trainer, it:Iterator) -> dict:
     saved = [(b, b.detach().clone()) for b in self.module.buffers()] if self.skip_nonfinite else []
     for k in range(self.accum):
         batch = _to(next(it), dev)
+        on_device = getattr(self.collate, 'on_device', None)  # views made in batches on the device (`data.method_views`)
+        if on_device is not None: batch = on_device(batch, dev)
         sync = nullcontext() if (not self.env.distributed or k == self.accum - 1) else self.model.no_sync()
         with sync:
             with amp: out = self.model(batch)
@@ -747,28 +749,15 @@ def build_method(cfg:dict) -> tuple[nn.Module, Callable, Callable]:
     check_choice('method', name, available_methods())
     return METHODS[name](cfg)
 
+def views_device(cfg:dict) -> str:
+    "Where a config's views are made: 'cpu' (per image, PIL, in the loader) or 'auto' (in batches on the training device)"
+    return (cfg.get('views') or {}).get('device', 'auto')
+
 def _build_toy(cfg):
     m = cfg['model']
     return (ToyMethod(m.get('width', 16), m.get('consistency', 0.1), m.get('nan_at_step')),
-            simmim_transform(cfg['img_size']), collate_views)
+            *method_views('toy', dict(img_size=cfg['img_size'], device=views_device(cfg)), get_device(cfg.get('device', 'auto'))))
 register_method('toy', _build_toy)
-
-# %% ../nbs/08_train.ipynb #fe376171
-class MaskedView:
-    "SimMIM's view with its mask drawn per image in the data pipeline: PIL in, (image, mask) out"
-    def __init__(self, img_size:int, mask_patch_size:int, model_patch_size:int, mask_ratio:float, **crop):
-        self.view = simmim_transform(img_size, **crop)
-        self.args = (img_size, mask_patch_size, model_patch_size, mask_ratio)
-    def __call__(self, img):
-        from masklab.masking import random_unit_masks
-        return self.view(img), random_unit_masks(1, *self.args)[0]
-
-def collate_masked(batch:Sequence) -> dict:
-    "Collate ((image, mask), label) samples into dict(image, mask, label)"
-    if not batch: raise ValueError("batch must not be empty")
-    views, labels = zip(*batch)
-    return dict(image=torch.stack([v[0] for v in views]), mask=torch.stack([v[1] for v in views]),
-                label=torch.as_tensor(labels))
 
 # %% ../nbs/08_train.ipynb #2dac54b4
 def default_config(method:str='toy') -> dict:
@@ -779,7 +768,7 @@ def default_config(method:str='toy') -> dict:
                 optim=dict(betas=[0.9, 0.999], eps=1e-8, clip_grad=5.0, keywords=list(NO_DECAY_KEYWORDS),
                            use_model_list=True),
                 lr_scaling=None, log_every=10, save_every=0, keep_checkpoints=2, num_workers=0, skip_nonfinite=0,
-                compile=False, eval=dict(knn=True, k=20, heldout=0.0, fewshot=[], n_splits=3))
+                compile=False, views=dict(device='auto'), eval=dict(knn=True, k=20, heldout=0.0, fewshot=[], n_splits=3))
 
 def check_config_compile(cfg:dict) -> list[str]:
     "Check a config's `compile` before any work: a known backend, and a method with blocks (built on the meta device)"

@@ -4,7 +4,8 @@ import errno, json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 import masklab.train as train
-from masklab.train import Trainer, ToyMethod, TrainingError, checkpoints, load_state
+from masklab.trainer import Trainer, ToyMethod, TrainingError, checkpoints
+from masklab.checkpoints import load_state
 from masklab.data import photo_crops, simmim_transform
 
 torch.set_num_threads(1)

@@ -2,7 +2,8 @@
 import os, signal, json
 from pathlib import Path
 import pytest, torch
-from masklab.train import (Trainer, ToyMethod, TrainingError, checkpoints, load_state, save_state, simmim_lr,
+from masklab.checkpoints import load_state, save_state
+from masklab.trainer import (Trainer, ToyMethod, TrainingError, checkpoints, simmim_lr,
                            msn_lr, msn_weight_decay, msn_momentum, scale_lr, param_groups)
 from masklab.data import photo_crops, simmim_transform
 
@@ -137,7 +138,7 @@ def test_compile_on_cpu_without_a_compiler_is_refused(ds, monkeypatch):
     monkeypatch.setattr(cb, 'get_cpp_compiler', missing)
     with pytest.raises(ValueError, match='compile=True on a CPU needs a C\\+\\+ compiler'):
         make(ds, compile=True)
-    from masklab.train import check_cpu_compiler
+    from masklab.trainer import check_cpu_compiler
     check_cpu_compiler('aot_eager', 'cpu')  # other backends build nothing
     check_cpu_compiler('inductor', 'meta')  # and only CPU kernels need the compiler
 
