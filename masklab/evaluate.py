@@ -49,6 +49,59 @@ def as_labels(labels, n:int, name:str='labels', min_classes:int=2) -> torch.Tens
     if k < min_classes: raise ValueError(f"{name} holds {k} class; at least {min_classes} are needed")
     return labels.long().cpu()
 
+def _paired(train_feats, train_labels, test_feats, test_labels=None):
+    "Validated train features and labels, test features of the same width, and test labels (None stays None)"
+    xtr, xte = as_features(train_feats, 'train_feats'), as_features(test_feats, 'test_feats')
+    ytr = as_labels(train_labels, len(xtr), 'train_labels')
+    if xtr.shape[1] != xte.shape[1]: raise ValueError(f"test_feats must have {xtr.shape[1]} columns like train_feats, got {xte.shape[1]}")
+    return xtr, ytr, xte, None if test_labels is None else as_labels(test_labels, len(xte), 'test_labels', 1)
+
+def _check_counts(y, need:int, msg:str):
+    "`y` if every class holds at least `need` images, else an error: `msg` with the first short class `c` and its count `n`"
+    classes, counts = y.unique(return_counts=True)
+    short = (counts < need).nonzero().flatten()
+    if len(short): raise ValueError(msg.format(c=int(classes[short[0]]), n=int(counts[short[0]])))
+    return y
+
+def _check_split(labels, test_frac):
+    y, test_frac = as_labels(labels, len(labels)), check_float('test_frac', test_frac, 0.0, 1.0)
+    return _check_counts(y, 2, "labels: class {c} has {n} image; each class needs >= 2 to split"), test_frac
+
+def _check_shots(labels, shots, split):
+    y, shots, split = as_labels(labels, len(labels)), check_int('shots', shots, 1), check_int('split', split, 0)
+    return _check_counts(y, shots, f"shots={shots} but class {{c}} of labels has only {{n}} labelled images"), shots, split
+
+def _check_knn(k, T, n): return check_int('k', k, 1, n), check_float('T', T, 1e-6)
+def _check_logreg(lam, max_iter, tol): return check_float('lam', lam, 1e-12), check_int('max_iter', max_iter, 1), check_float('tol', tol, 0.0)
+def _check_few_shot(shots, n_splits): return ((shots,) if isinstance(shots, int) else shots), check_int('n_splits', n_splits, 1)
+def _check_probe(epochs, batch_size, lr, weight_decay):
+    return check_int('epochs', epochs, 1), check_int('batch_size', batch_size, 1), check_float('lr', lr, 0.0), check_float('weight_decay', weight_decay, 0.0)
+
+def _probe_block(encoder, block):
+    "The 1-based block whose tokens are pooled (None: `default_block`); ViT and BEiT only"
+    if not hasattr(encoder, 'blocks'):
+        raise TypeError(f"block features need a ViT or BEiT encoder, got {type(encoder).__name__}; Swin is not supported")
+    return default_block(encoder) if block is None else check_int('block', block, 1, len(encoder.blocks))
+
+def _check_extract(ds, batch_size, img_size):
+    if len(ds) == 0: raise ValueError("ds is empty")
+    return check_int('batch_size', batch_size, 1), None if img_size is None else check_int('img_size', img_size, 8)
+
+def _check_block(method, block, model):
+    "`block` is for SimMIM features only, and names one of the encoder's blocks"
+    if block is not None and method != 'simmim': raise ValueError(f"block is only for SimMIM features, got block={block} for {method}")
+    return block if block is None else check_int('block', block, 1, len(getattr(model.encoder, 'blocks', [])) or None)
+
+def _recipe(recipe, overrides, epochs, batch_size, lr) -> tuple[dict, float|None]:
+    "A copy of the fine-tuning recipe with its settings overridden (known keys only, validated), and the validated lr"
+    cfg = dict(FINETUNE_RECIPES[check_choice('recipe', recipe, tuple(FINETUNE_RECIPES))])
+    unknown = [k for k in overrides if k not in cfg]
+    if unknown: raise ValueError(f"unknown fine-tuning setting {unknown[0]!r}; known: {', '.join(sorted(cfg))}")
+    cfg.update(overrides)
+    if epochs is not None: cfg['epochs'] = check_float('epochs', epochs, 0.0)
+    if batch_size is not None: cfg['batch_size'] = check_int('batch_size', batch_size, 2)
+    return cfg, None if lr is None else check_float('lr', lr, 0.0)
+
 # %% ../nbs/09_evaluate.ipynb #c8cdad9e
 def model_device(module:nn.Module) -> torch.device:
     "The device of a module's first parameter or buffer (CPU if it has none): where its inputs must be built"
@@ -66,9 +119,7 @@ def simmim_features(encoder:nn.Module, # a MaskTokenViT or MaskTokenBeit (SimMIM
                    ) -> torch.Tensor: # (B, D), on the encoder's device
     "Mean of the patch tokens at the output of block `block` (no final norm)"
     from masklab.encoders import MaskTokenBeit
-    if not hasattr(encoder, 'blocks'):
-        raise TypeError(f"block features need a ViT or BEiT encoder, got {type(encoder).__name__}; Swin is not supported")
-    block = default_block(encoder) if block is None else check_int('block', block, 1, len(encoder.blocks))
+    block = _probe_block(encoder, block)
     x = x.to(model_device(encoder))
     encoder.token_grid(x)
     t = encoder.patch_embed(x)
@@ -132,11 +183,9 @@ def extract_features(model_or_run, # a SimMIM or MSN model, a `masklab pretrain`
                      progress:bool=True, # tqdm progress bar
                     ) -> tuple[torch.Tensor, torch.Tensor]: # features (N, D) float32 on CPU, labels (N,) int64
     "Frozen features of every image of `ds`, taken where the model's paper takes them"
-    batch_size = check_int('batch_size', batch_size, 1)
-    if img_size is not None: img_size = check_int('img_size', img_size, 8)
-    if len(ds) == 0: raise ValueError("ds is empty")
+    batch_size, img_size = _check_extract(ds, batch_size, img_size)
     model, method, run_size = resolve_model(model_or_run)
-    if method != 'simmim' and block is not None: raise ValueError(f"block is only for SimMIM features, got block={block} for {method}")
+    block = _check_block(method, block, model)
     home = model_device(model) if model is not None else torch.device('cpu')
     dev = home if device is None else get_device(device)
     if method == 'pixels': fn, size = (lambda x: x.flatten(1)), img_size or 32
@@ -145,7 +194,6 @@ def extract_features(model_or_run, # a SimMIM or MSN model, a `masklab pretrain`
         fn, size = (lambda x: msn_features(enc, x)), img_size or run_size or enc.patch_embed.img_size[0]
     else:
         enc = model.encoder
-        if block is not None: check_int('block', block, 1, len(getattr(enc, 'blocks', [])) or None)
         fn, size = (lambda x: simmim_features(enc, x, block)), img_size or run_size or enc.patch_embed.img_size[0]
     was = model.training if model is not None else False
     if model is not None: model.eval().to(dev)
@@ -168,11 +216,8 @@ def knn_predict(train_feats, train_labels, test_feats,
                 exclude_self:bool=False, # leave-one-out: train and test are the same set
                ) -> torch.Tensor: # predicted labels (M,)
     "Weighted cosine k-NN predictions"
-    xtr, xte = as_features(train_feats, 'train_feats'), as_features(test_feats, 'test_feats')
-    ytr = as_labels(train_labels, len(xtr), 'train_labels')
-    if xtr.shape[1] != xte.shape[1]: raise ValueError(f"test_feats must have {xtr.shape[1]} columns like train_feats, got {xte.shape[1]}")
-    k = check_int('k', k, 1, len(xtr) - int(exclude_self))
-    T = check_float('T', T, 1e-6)
+    xtr, ytr, xte, _ = _paired(train_feats, train_labels, test_feats)
+    k, T = _check_knn(k, T, len(xtr) - int(exclude_self))
     sim = F.normalize(xte, dim=1) @ F.normalize(xtr, dim=1).T
     if exclude_self: sim.fill_diagonal_(-float('inf'))
     s, idx = sim.topk(k, dim=1)
@@ -183,24 +228,19 @@ def knn_predict(train_feats, train_labels, test_feats,
 def knn_eval(train_feats, train_labels, test_feats=None, test_labels=None, k:int=20, T:float=0.07) -> float:
     "Top-1 accuracy of the weighted k-NN (leave-one-out on the train set when no test set is given)"
     if (test_feats is None) != (test_labels is None): raise ValueError("give both test_feats and test_labels, or neither")
-    train_feats = as_features(train_feats, 'train_feats')
-    train_labels = as_labels(train_labels, len(train_feats), 'train_labels')
-    loo = test_feats is None
-    xte, yte = (train_feats, train_labels) if loo else (test_feats, test_labels)
-    xte = as_features(xte, 'test_feats')
-    yte = as_labels(yte, len(xte), 'test_labels', min_classes=1)
-    return float((knn_predict(train_feats, train_labels, xte, k, T, exclude_self=loo) == yte).float().mean())
+    loo = test_feats is None  # leave-one-out: classify the train set with itself
+    if loo: test_feats, test_labels = train_feats, train_labels
+    xtr, ytr, xte, yte = _paired(train_feats, train_labels, test_feats, test_labels)
+    return float((knn_predict(xtr, ytr, xte, k, T, exclude_self=loo) == yte).float().mean())
 
 # %% ../nbs/09_evaluate.ipynb #3ac3116e
 def train_test_split(labels, test_frac:float=0.5, seed:int=0) -> tuple[torch.Tensor, torch.Tensor]:
     "Stratified indices (train, test): `test_frac` of each class goes to the test set"
-    y = as_labels(labels, len(labels))
-    test_frac = check_float('test_frac', test_frac, 0.0, 1.0)
+    y, test_frac = _check_split(labels, test_frac)
     g = torch.Generator().manual_seed(derive_seed(seed, 'train_test_split'))
     tr, te = [], []
     for c in y.unique():
         idx = (y == c).nonzero().flatten()
-        if len(idx) < 2: raise ValueError(f"labels: class {int(c)} has {len(idx)} image; each class needs >= 2 to split")
         idx = idx[torch.randperm(len(idx), generator=g)]
         n_te = min(len(idx) - 1, max(1, round(len(idx) * test_frac)))
         te.append(idx[:n_te]); tr.append(idx[n_te:])
@@ -211,14 +251,11 @@ def few_shot_indices(labels, # labels of the pool the shots are drawn from
                      split:int=0, # which of the fixed splits (0, 1, 2 in MSN)
                      seed:int=0) -> torch.Tensor:
     "Indices of `shots` images per class: fixed by (seed, shots, split)"
-    y = as_labels(labels, len(labels))
-    shots, split = check_int('shots', shots, 1), check_int('split', split, 0)
+    y, shots, split = _check_shots(labels, shots, split)
     g = torch.Generator().manual_seed(derive_seed(seed, 'few_shot', shots, split))
     out = []
     for c in y.unique():
         idx = (y == c).nonzero().flatten()
-        if len(idx) < shots:
-            raise ValueError(f"shots={shots} but class {int(c)} of labels has only {len(idx)} labelled images")
         out.append(idx[torch.randperm(len(idx), generator=g)[:shots]])
     return torch.cat(out).sort().values
 
@@ -236,13 +273,13 @@ def logreg_weights(train_feats, train_labels,
     from sklearn.linear_model import LogisticRegression
     x = as_features(train_feats, 'train_feats').double()
     y = as_labels(train_labels, len(x), 'train_labels')
-    lam = check_float('lam', lam, 1e-12)
+    lam, max_iter, tol = _check_logreg(lam, max_iter, tol)
     classes = y.unique()
     basis = torch.linalg.svd(x, full_matrices=False)[2].T if x.shape[1] > len(x) else None  # W lies in the span of the rows
     xs = x @ basis if basis is not None else x
     binary = len(classes) == 2  # scikit-learn fits one vector v = w_1 - w_0 = 2 w_1: its penalty |v|^2 / 2 needs C = 2 / lambda
     clf = LogisticRegression(C=(2.0 if binary else 1.0) / lam, fit_intercept=False,
-                             max_iter=check_int('max_iter', max_iter, 1), tol=check_float('tol', tol, 0.0))
+                             max_iter=max_iter, tol=tol)
     clf.fit(xs.numpy(), y.numpy())
     w = torch.from_numpy(clf.coef_)
     if binary: w = torch.cat([-w / 2, w / 2])
@@ -252,11 +289,9 @@ def logreg_accuracy(train_feats, train_labels, test_feats, test_labels,
                     lam:float=0.0025, # MSN's lambda; the penalty is lambda / N_train
                     max_iter:int=1000) -> float:
     "Top-1 test accuracy of MSN's few-shot classifier: `cyanure_preprocess` on train and test alike, then `logreg_weights`"
-    xtr, xte = cyanure_preprocess(train_feats, 'train_feats'), cyanure_preprocess(test_feats, 'test_feats')
-    if xtr.shape[1] != xte.shape[1]: raise ValueError(f"test_feats must have {xtr.shape[1]} columns like train_feats, got {xte.shape[1]}")
-    yte = as_labels(test_labels, len(xte), 'test_labels', 1)
-    w, classes = logreg_weights(xtr, train_labels, lam, max_iter)
-    pred = classes[(xte.double() @ w.T).argmax(1)]
+    xtr, ytr, xte, yte = _paired(train_feats, train_labels, test_feats, test_labels)
+    w, classes = logreg_weights(cyanure_preprocess(xtr, 'train_feats'), ytr, lam, max_iter)
+    pred = classes[(cyanure_preprocess(xte, 'test_feats').double() @ w.T).argmax(1)]
     return float((pred == yte).double().mean())
 
 def few_shot_eval(feats, labels,
@@ -266,8 +301,7 @@ def few_shot_eval(feats, labels,
                   lam:float=0.0025, seed:int=0) -> dict:
     "MSN few-shot accuracy: for each `shots`, mean and std over `n_splits` splits, tested on a fixed held-out set"
     x = as_features(feats); y = as_labels(labels, len(x))
-    n_splits = check_int('n_splits', n_splits, 1)
-    if isinstance(shots, int): shots = (shots,)
+    shots, n_splits = _check_few_shot(shots, n_splits)
     tr, te = train_test_split(y, test_frac, seed)
     out = {}
     for s in shots:
@@ -283,8 +317,8 @@ class LinearProbe(nn.Module):
     "LayerNorm (with its affine parameters) -> L2 normalize -> Linear: MSN's `LinearClassifier`"
     def __init__(self, dim:int, n_classes:int):
         super().__init__()
-        self.norm = nn.LayerNorm(check_int('dim', dim, 1))
-        self.fc = nn.Linear(dim, check_int('n_classes', n_classes, 2))
+        dim, n_classes = check_int('dim', dim, 1), check_int('n_classes', n_classes, 2)
+        self.norm, self.fc = nn.LayerNorm(dim), nn.Linear(dim, n_classes)
         nn.init.normal_(self.fc.weight, std=0.01); nn.init.zeros_(self.fc.bias)
     def forward(self, x:torch.Tensor) -> torch.Tensor: return self.fc(F.normalize(self.norm(x), dim=-1))
 
@@ -293,10 +327,8 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels,
                  batch_size:int=64, weight_decay:float=0.0, # MSN: 0; never on biases and the LayerNorm
                  seed:int=0) -> dict:
     "Train `LinearProbe` on frozen features; returns train and test accuracy, the last loss and the probe"
-    xtr, xte = as_features(train_feats, 'train_feats'), as_features(test_feats, 'test_feats')
-    ytr, yte = as_labels(train_labels, len(xtr), 'train_labels'), as_labels(test_labels, len(xte), 'test_labels', 1)
-    epochs, batch_size = check_int('epochs', epochs, 1), check_int('batch_size', batch_size, 1)
-    lr, weight_decay = check_float('lr', lr, 0.0), check_float('weight_decay', weight_decay, 0.0)
+    xtr, ytr, xte, yte = _paired(train_feats, train_labels, test_feats, test_labels)
+    epochs, batch_size, lr, weight_decay = _check_probe(epochs, batch_size, lr, weight_decay)
     g = torch.Generator().manual_seed(derive_seed(seed, 'linear_probe'))
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed(seed, 'linear_probe_init'))
@@ -464,15 +496,10 @@ def finetune(model_or_run, train_ds, test_ds,
     from timm.data import Mixup
     from timm.loss import SoftTargetCrossEntropy
     from tqdm.auto import tqdm
-    cfg = dict(FINETUNE_RECIPES[check_choice('recipe', recipe, tuple(FINETUNE_RECIPES))])
-    for k in overrides:
-        if k not in cfg: raise ValueError(f"unknown fine-tuning setting {k!r}; known: {', '.join(sorted(cfg))}")
-    cfg.update(overrides)
-    if epochs is not None: cfg['epochs'] = check_float('epochs', epochs, 0.0)
-    if batch_size is not None: cfg['batch_size'] = check_int('batch_size', batch_size, 2)
+    cfg, lr = _recipe(recipe, overrides, epochs, batch_size, lr)
     bs = cfg['batch_size'] - cfg['batch_size'] % 2  # mixup mixes a batch with its flip: keep it even
     scale = bs / cfg['lr_batch']
-    cfg['lr'] = check_float('lr', lr, 0.0) if lr is not None else cfg['lr'] * scale
+    cfg['lr'] = lr if lr is not None else cfg['lr'] * scale
     if cfg['schedule'] == 'timm': cfg['warmup_lr'], cfg['min_lr'] = cfg['warmup_lr'] * scale, cfg['min_lr'] * scale  # SimMIM scales all three
     y_train = as_labels(list(train_ds.labels) if hasattr(train_ds, 'labels') else [y for _, y in train_ds], len(train_ds), 'train_ds labels')
     n_classes = int(y_train.max()) + 1

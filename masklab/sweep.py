@@ -1,5 +1,5 @@
 """How much to hide, and in what units: SimMIM's mask ratio x unit size and MSN's token-drop ratio, measured with short
-CPU runs of the real trainer, and the sweep runner (`masklab sweep`) that runs such grids at any scale.
+CPU runs of the real trainer; the sweep runner behind `masklab sweep`, which runs such grids at any scale, closes the lesson.
 
 Docs: https://masklab.github.io/masklab/masking_ratio.html.md"""
 
@@ -212,6 +212,40 @@ def _train(cfg:dict, run:Path, progress:bool) -> dict:
     if dist.is_available() and dist.is_initialized(): dist.barrier()
     return pretrain(cfg, run, progress=progress)
 
+# %% ../nbs/05_masking_ratio.ipynb #2b1367d7
+def _check_sweep(base, grid, metrics) -> tuple[dict, list[dict], list[str]]:
+    "The base config completed as `pretrain` would complete it, the grid's points, the metric names; or an error"
+    if not isinstance(base, dict): raise TypeError(f"base must be a config dict, got {type(base).__name__}")
+    points = expand_grid(grid) if isinstance(grid, dict) else grid
+    if not isinstance(points, list) or not points or not all(isinstance(p, dict) and p for p in points):
+        raise ValueError(f"grid must be a dict of axes or a non-empty list of non-empty dicts, got {grid!r}")
+    if isinstance(metrics, str): metrics = [metrics]
+    metrics = [check_choice('metrics', m, tuple(METRICS)) for m in metrics]  # may be empty: the summary's own evaluation
+    return {**default_config(base.get('method', 'toy')), **base}, points, metrics
+
+def _check_runnable(cfgs:list[dict], metrics:list[str]):
+    "Bad data, a metric the method lacks or a compile it cannot take: fail before the folder is made"
+    for cfg in cfgs:
+        if isinstance(cfg.get('data'), (str, Path)): check_data(cfg['data'])
+        check_config_compile(cfg)
+        for m in metrics:
+            if METRIC_METHODS.get(m) and cfg.get('method') not in METRIC_METHODS[m]:
+                raise ValueError(f"metric {m!r} measures {' and '.join(METRIC_METHODS[m])} runs, not method {cfg.get('method')!r}")
+
+def _sweep_folder(out, spec:dict) -> Path:
+    "The sweep folder, with its sweep.json written, or checked against `spec` when the sweep is resumed"
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir(): raise ValueError(f"out {str(out)!r} exists and is not a folder")
+    if (out/'sweep.json').is_file():
+        old = json.loads((out/'sweep.json').read_text())
+        for k in spec:
+            if not _same(old.get(k), spec[k]):
+                raise ValueError(f"{str(out)!r} holds a sweep with another {k}; resume it with the same {k} or choose another out")
+    elif _is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out/'sweep.json', json.dumps(spec, indent=1).encode())
+    return out
+
 # %% ../nbs/05_masking_ratio.ipynb #af694c64
 def summary_columns(summary:dict) -> dict:
     "A run summary's own evaluation as flat columns: knn, fewshot_5, ... (pre-trained), init_*, pixels_* beside them"
@@ -233,35 +267,15 @@ def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset);
               log:Callable|None=print, # called with one line per run (None: silent)
              ) -> list[dict]: # every row of the table, earlier sweeps' included
     "Train every grid point with `pretrain`, measure it, and add one row per finished run to `out`/results.jsonl"
-    if not isinstance(base, dict): raise TypeError(f"base must be a config dict, got {type(base).__name__}")
-    base = {**default_config(base.get('method', 'toy')), **base}  # what `pretrain` would complete it with
-    points = expand_grid(grid) if isinstance(grid, dict) else grid
-    if not isinstance(points, list) or not points or not all(isinstance(p, dict) and p for p in points):
-        raise ValueError(f"grid must be a dict of axes or a non-empty list of non-empty dicts, got {grid!r}")
-    if isinstance(metrics, str): metrics = [metrics]
-    metrics = [check_choice('metrics', m, tuple(METRICS)) for m in metrics]  # may be empty: the summary's own evaluation
+    base, points, metrics = _check_sweep(base, grid, metrics)  # base completed as `pretrain` would complete it
     cfgs = []
     for p in points:
         cfg = json.loads(json.dumps(base))
         for k, v in p.items(): set_key(cfg, k, v)
         cfgs.append(cfg)
-    for cfg in cfgs:  # bad data, a metric the method lacks or a compile it cannot take: fail before the folder is made
-        if isinstance(cfg.get('data'), (str, Path)): check_data(cfg['data'])
-        check_config_compile(cfg)
-        for m in metrics:
-            if METRIC_METHODS.get(m) and cfg.get('method') not in METRIC_METHODS[m]:
-                raise ValueError(f"metric {m!r} measures {' and '.join(METRIC_METHODS[m])} runs, not method {cfg.get('method')!r}")
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir(): raise ValueError(f"out {str(out)!r} exists and is not a folder")
+    _check_runnable(cfgs, metrics)  # before the folder is made
     spec = dict(base=json.loads(json.dumps(base)), metrics=metrics, eval_data=str(eval_data))
-    if (out/'sweep.json').is_file():
-        old = json.loads((out/'sweep.json').read_text())
-        for k in spec:
-            if not _same(old.get(k), spec[k]):
-                raise ValueError(f"{str(out)!r} holds a sweep with another {k}; resume it with the same {k} or choose another out")
-    elif _is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out/'sweep.json', json.dumps(spec, indent=1).encode())
+    out = _sweep_folder(out, spec)  # made, or checked against the sweep it holds
     done = {r['id'] for r in read_results(out)}
     for i, (p, cfg) in enumerate(zip(points, cfgs)):
         rid = point_id(p)

@@ -58,6 +58,22 @@ def test_splits_are_reproducible():
     (lambda x, y: knn_eval(torch.where(x > 5, float('nan'), x), y), ValueError, 'train_feats holds'),
     (lambda x, y: linear_probe(x, y, x, y, epochs=0), ValueError, 'epochs must be >= 1'),
     (lambda x, y: evaluate(None, None, 'fine-tune', feats=(x, y)), ValueError, 'protocol must be one of'),
+    # the checks the lesson keeps in hidden helpers, each still failing early with the argument's name
+    (lambda x, y: knn_eval(x, y, x), ValueError, 'give both test_feats and test_labels'),
+    (lambda x, y: knn_eval(x, y, x[:, :3], y), ValueError, 'test_feats must have 8 columns like train_feats, got 3'),
+    (lambda x, y: logreg_accuracy(x, y, x[:, :3], y), ValueError, 'test_feats must have 8 columns'),
+    (lambda x, y: linear_probe(x, y, x[:, :3], y), ValueError, 'test_feats must have 8 columns'),
+    (lambda x, y: knn_eval(x, y, k=0), ValueError, 'k must be >= 1'),
+    (lambda x, y: knn_eval(x, y, k=len(y)), ValueError, 'k must be <='),
+    (lambda x, y: few_shot_eval(x, y, n_splits=0), ValueError, 'n_splits must be >= 1'),
+    (lambda x, y: linear_probe(x, y, x, y, lr=-1.0), ValueError, 'lr must be >= 0'),
+    (lambda x, y: train_test_split(torch.tensor([0, 0, 1, 2, 2])), ValueError, 'class 1 has 1 image; each class needs >= 2'),
+    (lambda x, y: train_test_split(y, test_frac=1.5), ValueError, 'test_frac must be <= 1'),
+    (lambda x, y: few_shot_indices(torch.tensor([0, 0, 0, 1, 2]), 2), ValueError, 'shots=2 but class 1 of labels has only 1'),
+    (lambda x, y: few_shot_indices(y, 2, split=-1), ValueError, 'split must be >= 0'),
+    (lambda x, y: extract_features('pixels', []), ValueError, 'ds is empty'),
+    (lambda x, y: extract_features('pixels', [(None, 0)], batch_size=0), ValueError, 'batch_size must be >= 1'),
+    (lambda x, y: extract_features('pixels', [(None, 0)], block=1), ValueError, 'block is only for SimMIM features'),
 ])
 def test_bad_input(call, exc, words):
     x, y = toy()
@@ -262,3 +278,12 @@ def test_finetune_augmentation_is_the_recipes():
         img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
         torch.manual_seed(0)
         assert all(tf(img).shape == (3, 32, 32) for _ in range(30))
+
+def test_finetune_settings_fail_before_training(runs, crops):
+    from masklab.evaluate import finetune
+    with pytest.raises(ValueError, match="unknown fine-tuning setting 'mixupp'"): finetune(runs['msn'], crops, crops, mixupp=0.5)
+    with pytest.raises(ValueError, match='recipe must be one of'): finetune(runs['msn'], crops, crops, 'beit')
+    with pytest.raises(ValueError, match='fewer than batch_size=4096'): finetune(runs['msn'], crops, crops, batch_size=4096)
+    with pytest.raises(ValueError, match="recipe 'simmim_swin' is for a swin encoder, this one is a vit"):
+        finetune(runs['simmim'], crops, crops, 'simmim_swin', batch_size=8)
+    with pytest.raises(ValueError, match='lr must be >= 0'): finetune(runs['msn'], crops, crops, lr=-1.0)

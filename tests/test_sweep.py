@@ -72,3 +72,14 @@ def test_cli_sweep_bad_input_is_one_line(tmp_path):
     r = masklab('sweep', '--grid', 'model.mask_ratio=0.5', '--metric', 'accuracy', cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and '--metric' in r.stderr, r.stderr
     assert not any(tmp_path.iterdir())  # nothing was started
+
+def test_sweep_arguments_fail_before_the_folder_is_made(tmp_path):
+    base = dict(method='toy', data='digits', img_size=16, max_steps=2)
+    with pytest.raises(TypeError, match='base must be a config dict'): run_sweep([base], {'seed': [0]}, tmp_path/'s', log=None)
+    with pytest.raises(ValueError, match='grid must be a dict of axes or a non-empty list'): run_sweep(base, [], tmp_path/'s', log=None)
+    with pytest.raises(ValueError, match="measures simmim runs, not method 'toy'"):
+        run_sweep(base, {'seed': [0]}, tmp_path/'s', metrics=['avg_dist'], log=None)
+    assert not (tmp_path/'s').exists()
+    (tmp_path/'f').write_text('')
+    with pytest.raises(ValueError, match='exists and is not a folder'): run_sweep(base, {'seed': [0]}, tmp_path/'f', metrics=[], log=None)
+
