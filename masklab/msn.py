@@ -13,17 +13,104 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 import torch.distributed as dist
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from fastcore.basics import patch
 import ipywidgets as W
 from torchvision.transforms import v2
-from .core import check_int, check_float, check_choice, to_hwc, IMAGENET_MEAN, IMAGENET_STD, full_precision
-from .masking import token_drop_indices
+from .core import check_int, check_float, to_hwc, IMAGENET_MEAN, IMAGENET_STD, full_precision, seed_everything, get_device
+from .masking import token_drop_indices, _figure
+from .data import photo_crops, MSNViews, method_views
+from .encoders import create_encoder
+from .widgets import _live_only
 from .evaluate import msn_features
 
 # %% auto #0
 __all__ = ['DEMO', 'MSNProjectionHead', 'init_prototypes', 'prototype_scores', 'all_reduce_mean', 'sharpen', 'sinkhorn', 'mean_entropy', 'me_max', 'msn_targets', 'msn_loss', 'MSNEncoder', 'MSN', 'fit_msn', 'effective_rank', 'knn_accuracy', 'center_images', 'collapse_stats', 'small_msn_run', 'render_prototypes', 'scores_of', 'PrototypeExplorer', 'usage_figure', 'render_sharpening', 'SharpeningExplorer']
+
+# %% ../nbs/06_prototypes.ipynb #985417e9
+def _check_2d(name, x):
+    if not isinstance(x, torch.Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 2: raise ValueError(f"{name} must be 2-D (rows, D), got shape {tuple(x.shape)}")
+def _check_dims(*xs, D:int, of:str='prototypes have D'):
+    "Every (name, tensor) pair is 2-D with D columns (the prototypes' size, or the head's input size)"
+    for n, x in xs:
+        _check_2d(n, x)
+        if x.shape[1] != D: raise ValueError(f"{n} has D={x.shape[1]} but {of}={D}: they must match")
+def _counts(minimum=1, maximum=None, **values) -> tuple:
+    "Sizes and counts: ints in [minimum, maximum]"
+    return tuple(check_int(n, v, minimum, maximum) for n, v in values.items())
+def _positive(**values):
+    "Temperatures and the like: floats > 0"
+    for n, v in values.items():
+        if check_float(n, v) <= 0: raise ValueError(f"{n} must be > 0, got {v}")
+
+def _check_msn(backbone, patch_drop, shared_mask, tau, T, me_max_weight, ent_weight, sinkhorn_iters, momentum) -> tuple:
+    "`MSN`'s arguments; returns patch_drop and the momentum (start, end) as floats"
+    if not (hasattr(backbone, 'num_features') and callable(getattr(backbone, 'forward_features', None))):
+        raise TypeError(f"backbone must be a masklab TokenDropViT, got {type(backbone).__name__}")
+    if not isinstance(shared_mask, bool): raise TypeError(f"shared_mask must be a bool, got {shared_mask!r}")
+    _positive(tau=tau, T=T); check_float('me_max_weight', me_max_weight); check_float('ent_weight', ent_weight)
+    check_int('sinkhorn_iters', sinkhorn_iters, 0)
+    if not isinstance(momentum, (tuple, list)) or len(momentum) != 2:
+        raise ValueError(f"momentum must be (start, end), got {momentum!r}")
+    return check_float('patch_drop', patch_drop, 0.0, 1.0), tuple(check_float('momentum', m, 0.0, 1.0) for m in momentum)
+
+def _check_loss_args(anchor, target, prototypes, tau, T, sinkhorn_iters, me_max_weight=0.0, ent_weight=0.0) -> int:
+    "Validate msn_loss's arguments; return the number of anchor views V"
+    _check_2d('prototypes', prototypes)
+    _check_dims(('anchor', anchor), ('target', target), D=prototypes.shape[1])
+    if prototypes.shape[0] < 2: raise ValueError(f"prototypes must hold K >= 2 rows, got K={prototypes.shape[0]}")
+    B = target.shape[0]
+    if B == 0: raise ValueError("target must hold at least one row")
+    if anchor.shape[0] == 0 or anchor.shape[0] % B:
+        raise ValueError(f"anchor has {anchor.shape[0]} rows, not a whole number of views of the {B} targets "
+                         f"(anchor must be (V*B, D), stacked view-major)")
+    _positive(tau=tau, T=T); _counts(0, sinkhorn_iters=sinkhorn_iters)
+    check_float('me_max_weight', me_max_weight); check_float('ent_weight', ent_weight)
+    return anchor.shape[0] // B
+
+def _check_fit(steps, probe_every, warmup, clip, weight_decay) -> tuple:
+    "`fit_msn`'s schedule arguments: (steps, probe_every, warmup, clip)"
+    steps, probe_every = _counts(steps=steps)[0], _counts(0, probe_every=probe_every)[0]
+    if len(weight_decay) != 2: raise ValueError(f"weight_decay must be (start, end), got {weight_decay!r}")
+    return steps, probe_every, check_int('warmup', warmup, 0, steps), check_float('clip', clip, 0.0)
+
+def _check_labels(x, y):
+    _check_2d('x', x)
+    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
+        raise ValueError(f"y must be a tensor of {x.shape[0]} labels, got {getattr(y, 'shape', type(y).__name__)}")
+def _check_scores(name, s, rows):
+    _check_2d(name, s)
+    if s.shape[0] != rows: raise ValueError(f"{name} must have one row per image ({rows}), got shape {tuple(s.shape)}")
+    if s.shape[1] < 2: raise ValueError(f"{name} must have K >= 2 columns (prototypes), got shape {tuple(s.shape)}")
+
+def _check_render(images, target_scores, anchor_scores, proto, image, tau, T, k) -> tuple:
+    "`render_prototypes`' arguments; returns (proto, image, k) as ints"
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be (N, 3, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    N = images.shape[0]
+    _check_scores('target_scores', target_scores, N); _check_scores('anchor_scores', anchor_scores, N)
+    _positive(tau=tau, T=T)
+    return check_int('proto', proto, 0, target_scores.shape[1] - 1), check_int('image', image, 0, N - 1), check_int('k', k, 1, N)
+
+def _check_scoring(model, patch_drop, seed) -> tuple:
+    "`scores_of`'s arguments: an MSN, a token drop in [0, 1] (None: the model's), a seed; returns (drop, seed)"
+    if not isinstance(model, MSN): raise TypeError(f"model must be an MSN, got {type(model).__name__}")
+    return (model.patch_drop if patch_drop is None else check_float('patch_drop', patch_drop, 0.0, 1.0)), check_int('seed', seed, 0)
+
+def _check_views(batch) -> tuple:
+    "A `collate_views` batch: the targets (B, 3, H, W) and a list of anchor groups, each (V*B, 3, h, w)"
+    if not isinstance(batch, dict) or 'target' not in batch or 'anchors' not in batch:
+        raise TypeError("batch must be a dict with 'target' (B, 3, H, W) and 'anchors' (a list of (V*B, 3, h, w) "
+                        f"groups), as collate_views makes; got {type(batch).__name__}")
+    t, g = batch['target'], batch['anchors']
+    groups = [g] if isinstance(g, torch.Tensor) else list(g)
+    if not groups: raise ValueError("batch['anchors'] must hold at least one group of anchor views")
+    for g in groups:
+        if g.ndim != 4 or g.shape[0] % t.shape[0]:
+            raise ValueError(f"every anchor group must be (V*B, C, h, w) with B = {t.shape[0]} targets; got shape "
+                             f"{tuple(g.shape)}, not a whole number of views")
+    return t, groups
 
 # %% ../nbs/06_prototypes.ipynb #dc5fc84a
 class MSNProjectionHead(nn.Sequential):
@@ -32,9 +119,8 @@ class MSNProjectionHead(nn.Sequential):
                  hidden_dim:int=2048, # width of the two hidden layers
                  out_dim:int=256, # size of the representation compared with the prototypes
                 ):
-        in_dim, hidden_dim = check_int('in_dim', in_dim, 1), check_int('hidden_dim', hidden_dim, 1)
-        out_dim = check_int('out_dim', out_dim, 1)
         super().__init__()
+        _counts(in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim)
         self.fc1, self.bn1, self.gelu1 = nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU()
         self.fc2, self.bn2, self.gelu2 = nn.Linear(hidden_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU()
         self.fc3 = nn.Linear(hidden_dim, out_dim)
@@ -43,22 +129,16 @@ class MSNProjectionHead(nn.Sequential):
             nn.init.trunc_normal_(fc.weight, std=0.02); nn.init.zeros_(fc.bias)
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.in_dim:
-            raise ValueError(f"x must have shape (B, {self.in_dim}), got {tuple(getattr(x, 'shape', ()))}")
+        _check_dims(('x', x), D=self.in_dim, of="the head's in_dim")
         return super().forward(x)
 
 # %% ../nbs/06_prototypes.ipynb #74f521f4
-def _check_2d(name, x):
-    if not isinstance(x, torch.Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 2: raise ValueError(f"{name} must be 2-D (rows, D), got shape {tuple(x.shape)}")
-
 def init_prototypes(num_prototypes:int=1024, # K, the number of prototypes
                     dim:int=256, # their size, the head's out_dim
                     generator:torch.Generator|None=None,
                    ) -> nn.Parameter: # (K, dim), uniform in +-1/sqrt(dim)
     "MSN's learnable prototypes with the official initialization"
-    K = check_int('num_prototypes', num_prototypes, 2)
-    dim = check_int('dim', dim, 1)
+    (K,), (dim,) = _counts(2, num_prototypes=num_prototypes), _counts(dim=dim)
     bound = dim ** -0.5
     return nn.Parameter(torch.empty(K, dim).uniform_(-bound, bound, generator=generator))
 
@@ -66,9 +146,7 @@ def prototype_scores(z:torch.Tensor, # (N, D) representations
                      prototypes:torch.Tensor, # (K, D)
                     ) -> torch.Tensor: # (N, K) cosine similarities in [-1, 1]
     "Cosine similarity of every representation with every prototype"
-    _check_2d('z', z); _check_2d('prototypes', prototypes)
-    if z.shape[1] != prototypes.shape[1]:
-        raise ValueError(f"z has D={z.shape[1]} but prototypes have D={prototypes.shape[1]}: they must match")
+    _check_2d('prototypes', prototypes); _check_dims(('z', z), D=prototypes.shape[1])
     return F.normalize(z, dim=1) @ F.normalize(prototypes, dim=1).T
 
 # %% ../nbs/06_prototypes.ipynb #8a3ef77f
@@ -101,16 +179,14 @@ def sharpen(p:torch.Tensor, # (N, K) probabilities, rows sum to 1
             T:float, # sharpening temperature > 0; T < 1 sharpens, T = 1 is the identity
            ) -> torch.Tensor: # (N, K) p**(1/T), rows renormalized
     "Sharpen distributions: p**(1/T) / sum(p**(1/T)), computed in log space so small T cannot underflow"
-    if check_float('T', T) <= 0: raise ValueError(f"T must be > 0, got {T}")
-    _check_2d('p', p)
+    _positive(T=T); _check_2d('p', p)
     return torch.softmax(p.log() / T, dim=1)
 
 def sinkhorn(p:torch.Tensor, # (B, K) target probabilities of this process's batch
              iters:int=3, # alternating normalizations (3 in the released config)
             ) -> torch.Tensor: # (B, K): rows sum to 1, each prototype's total pushed toward B_total / K
     "Sinkhorn-Knopp balancing of a batch of targets over prototypes (sums over processes when distributed)"
-    _check_2d('p', p)
-    iters = check_int('iters', iters, 0)
+    _check_2d('p', p); (iters,) = _counts(0, iters=iters)
     Q = p.T.float()  # (K, B)
     K, B = Q.shape[0], Q.shape[1] * _world()
     Q = Q / _sum_all(Q.sum())
@@ -132,23 +208,6 @@ def me_max(probs:torch.Tensor, # (N, K) anchor predictions of this process
     return (p_bar * p_bar.clamp_min(1e-12).log()).sum() + math.log(probs.shape[1])
 
 # %% ../nbs/06_prototypes.ipynb #4ef673e3
-def _check_loss_args(anchor, target, prototypes, tau, T, sinkhorn_iters) -> int:
-    "Validate msn_loss's arguments; return the number of anchor views V"
-    for n, x in (('anchor', anchor), ('target', target), ('prototypes', prototypes)): _check_2d(n, x)
-    D = prototypes.shape[1]
-    for n, x in (('anchor', anchor), ('target', target)):
-        if x.shape[1] != D: raise ValueError(f"{n} has D={x.shape[1]} but prototypes have D={D}: they must match")
-    if prototypes.shape[0] < 2: raise ValueError(f"prototypes must hold K >= 2 rows, got K={prototypes.shape[0]}")
-    B = target.shape[0]
-    if B == 0: raise ValueError("target must hold at least one row")
-    if anchor.shape[0] == 0 or anchor.shape[0] % B:
-        raise ValueError(f"anchor has {anchor.shape[0]} rows, not a whole number of views of the {B} targets "
-                         f"(anchor must be (V*B, D), stacked view-major)")
-    for n, t in (('tau', tau), ('T', T)):
-        if check_float(n, t) <= 0: raise ValueError(f"{n} must be > 0, got {t}")
-    check_int('sinkhorn_iters', sinkhorn_iters, 0)
-    return anchor.shape[0] // B
-
 def msn_targets(target:torch.Tensor, # (B, D) target-branch head outputs
                 prototypes:torch.Tensor, # (K, D)
                 tau:float=0.1, T:float=0.25, use_sinkhorn:bool=True, sinkhorn_iters:int=3,
@@ -167,8 +226,7 @@ def msn_loss(anchor:torch.Tensor, # (V*B, D) online head outputs, stacked view-m
              me_max_weight:float=1.0, ent_weight:float=0.0, use_sinkhorn:bool=True, sinkhorn_iters:int=3,
             ) -> dict: # loss, ce, me_max, ent (scalars); probs (V*B, K); targets (B, K), no gradient
     "The MSN loss: CE(sharpened targets, anchor predictions) + me_max_weight * ME-MAX + ent_weight * mean entropy"
-    V = _check_loss_args(anchor, target, prototypes, tau, T, sinkhorn_iters)
-    me_max_weight, ent_weight = check_float('me_max_weight', me_max_weight), check_float('ent_weight', ent_weight)
+    V = _check_loss_args(anchor, target, prototypes, tau, T, sinkhorn_iters, me_max_weight, ent_weight)
     with full_precision(anchor.device):  # bf16 similarities would move the sharpened targets' argmax (see below)
         anchor, target, prototypes = anchor.float(), target.float(), prototypes.float()
         logits = prototype_scores(anchor, prototypes) / tau
@@ -180,7 +238,7 @@ def msn_loss(anchor:torch.Tensor, # (V*B, D) online head outputs, stacked view-m
     return dict(loss=loss, ce=ce, me_max=rloss, ent=ent, probs=probs, targets=targets)
 
 # %% ../nbs/06_prototypes.ipynb #69499500
-from .trainer import msn_momentum as ema_momentum, ema_update, register_method
+from .trainer import msn_momentum as ema_momentum, ema_update, register_method, Trainer, views_device
 
 # %% ../nbs/06_prototypes.ipynb #2106572e
 class MSNEncoder(nn.Module):
@@ -209,37 +267,13 @@ class MSN(nn.Module):
                  momentum:tuple=(0.996, 1.0), # EMA momentum from, toward (linear over 1.25 x the run)
                 ):
         super().__init__()
-        if not (hasattr(backbone, 'num_features') and callable(getattr(backbone, 'forward_features', None))):
-            raise TypeError(f"backbone must be a masklab TokenDropViT, got {type(backbone).__name__}")
-        self.patch_drop = check_float('patch_drop', patch_drop, 0.0, 1.0)
-        if not isinstance(shared_mask, bool): raise TypeError(f"shared_mask must be a bool, got {shared_mask!r}")
-        for n, t in (('tau', tau), ('T', T)):
-            if check_float(n, t) <= 0: raise ValueError(f"{n} must be > 0, got {t}")
-        check_float('me_max_weight', me_max_weight); check_float('ent_weight', ent_weight)
-        check_int('sinkhorn_iters', sinkhorn_iters, 0)
-        if not isinstance(momentum, (tuple, list)) or len(momentum) != 2:
-            raise ValueError(f"momentum must be (start, end), got {momentum!r}")
-        self.momentum = (check_float('momentum', momentum[0], 0.0, 1.0), check_float('momentum', momentum[1], 0.0, 1.0))
+        self.patch_drop, self.momentum = _check_msn(backbone, patch_drop, shared_mask, tau, T, me_max_weight, ent_weight,
+                                                    sinkhorn_iters, momentum)
         self.encoder = MSNEncoder(backbone, MSNProjectionHead(backbone.num_features, hidden_dim, out_dim))
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.prototypes = init_prototypes(num_prototypes, out_dim)
-        self.shared_mask = shared_mask
+        self.prototypes, self.shared_mask = init_prototypes(num_prototypes, out_dim), shared_mask
         self.loss_kw = dict(tau=float(tau), T=float(T), me_max_weight=float(me_max_weight), ent_weight=float(ent_weight),
                             use_sinkhorn=bool(use_sinkhorn), sinkhorn_iters=sinkhorn_iters)
-
-    def _check_batch(self, batch):
-        if not isinstance(batch, dict) or 'target' not in batch or 'anchors' not in batch:
-            raise TypeError("batch must be a dict with 'target' (B, 3, H, W) and 'anchors' (a list of (V*B, 3, h, w) "
-                            f"groups), as collate_views makes; got {type(batch).__name__}")
-        t, groups = batch['target'], batch['anchors']
-        if isinstance(groups, torch.Tensor): groups = [groups]
-        if not groups: raise ValueError("batch['anchors'] must hold at least one group of anchor views")
-        B = t.shape[0]
-        for g in groups:
-            if g.ndim != 4 or g.shape[0] % B:
-                raise ValueError(f"every anchor group must be (V*B, C, h, w) with B = {B} targets; got shape "
-                                 f"{tuple(g.shape)}, not a whole number of views")
-        return t, list(groups)
 
     def anchor_representations(self, target:torch.Tensor, groups:list) -> torch.Tensor:
         "Online representations of all anchor views (V*B, out_dim), view-major; token drop on the random views"
@@ -251,7 +285,7 @@ class MSN(nn.Module):
 
     def forward(self, batch:dict) -> dict:
         "collate_views batch -> dict(loss, ce, me_max, ent, n_protos, max_target)"
-        target, groups = self._check_batch(batch)
+        target, groups = _check_views(batch)
         z = self.anchor_representations(target, groups)
         with torch.no_grad(): h = self.target_encoder(target)
         out = msn_loss(z, h, self.prototypes, **self.loss_kw)
@@ -294,10 +328,6 @@ class MSN(nn.Module):
 # %% ../nbs/06_prototypes.ipynb #af7de060
 def _build_for_pretrain(cfg:dict):
     "`build_method`'s MSN: (model, per-image views, collate) from a pretrain config"
-    from masklab.data import method_views
-    from masklab.encoders import create_encoder
-    from masklab.trainer import views_device
-    from masklab.core import get_device
     m = dict(cfg['model'])
     transform, collate = method_views('msn', {**m.pop('views', {}), 'device': views_device(cfg)}, get_device(cfg.get('device', 'auto')))
     backbone = create_encoder(m.pop('encoder'), img_size=cfg['img_size'], **{'drop_path_rate': m.pop('drop_path_rate', 0.0),
@@ -322,10 +352,7 @@ def fit_msn(model:MSN, # the model to train (in place)
             device:str='cpu', # 'auto' would pick a GPU when there is one
            ) -> list[dict]: # the trainer's record of every step (step, loss, lr, ce, me_max, ...), probes merged in
     "Train an MSN model with masklab's `Trainer` (the step `masklab pretrain` takes), probing it between sessions"
-    from masklab.trainer import Trainer
-    steps, probe_every = check_int('steps', steps, 1), check_int('probe_every', probe_every, 0)
-    warmup, clip = check_int('warmup', warmup, 0, steps), check_float('clip', clip, 0.0)
-    if len(weight_decay) != 2: raise ValueError(f"weight_decay must be (start, end), got {weight_decay!r}")
+    steps, probe_every, warmup, clip = _check_fit(steps, probe_every, warmup, clip, weight_decay)
     trainer = Trainer(model, ds, views, batch_size=batch_size, max_steps=steps, seed=seed, device=device,
                       log_every=1, progress=False, optim=dict(clip_grad=clip or None),
                       schedule=dict(name='msn', lr=lr, warmup_steps=warmup, weight_decay=weight_decay[0],
@@ -351,9 +378,7 @@ def knn_accuracy(x:torch.Tensor, # (N, D) features
                  y:torch.Tensor, # (N,) labels
                 ) -> float: # leave-one-out 1-nearest-neighbour accuracy under cosine similarity
     "How often an image's nearest other image (cosine) has its label"
-    _check_2d('x', x)
-    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-        raise ValueError(f"y must be a tensor of {x.shape[0]} labels, got {getattr(y, 'shape', type(y).__name__)}")
+    _check_labels(x, y)
     f = F.normalize(x.float(), dim=1)
     s = f @ f.T
     s.fill_diagonal_(-2)
@@ -364,7 +389,7 @@ def center_images(ds, # a dataset of (PIL image, label)
                   size:int, # side in pixels
                  ) -> tuple[torch.Tensor, torch.Tensor]: # normalized images (N, 3, size, size), labels (N,)
     "Every image of `ds` resized to `size` and ImageNet-normalized, with its label"
-    tf = v2.Compose([v2.Resize(check_int('size', size, 1), antialias=True), v2.CenterCrop(size), v2.ToImage(),
+    tf = v2.Compose([v2.Resize(_counts(size=size)[0], antialias=True), v2.CenterCrop(size), v2.ToImage(),
                      v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     xs, ys = zip(*[(tf(img), y) for img, y in (ds[i] for i in range(len(ds)))])
     return torch.stack(xs), torch.tensor(ys)
@@ -398,9 +423,6 @@ def small_msn_run(steps:int, # optimizer steps
                   **kwargs, # overrides of DEMO's entries, or MSN arguments (me_max_weight, T, use_sinkhorn, ...)
                  ) -> tuple[MSN, list[dict]]: # the trained model and its history
     "Train a tiny MSN on crops of the bundled photos, CPU-sized (DEMO holds the sizes)"
-    from masklab.data import photo_crops, MSNViews
-    from masklab.encoders import create_encoder
-    from masklab.core import seed_everything
     cfg = {**DEMO, **kwargs}
     seed_everything(seed)
     data = photo_crops(cfg['n_per_photo'], cfg['crop_size'], seed=0)
@@ -414,17 +436,6 @@ def small_msn_run(steps:int, # optimizer steps
     return model, history
 
 # %% ../nbs/06_prototypes.ipynb #8b11ed41
-def _figure(figsize) -> Figure:
-    "A new Figure that pyplot does not track (shown once, where it is returned)"
-    fig = plt.figure(figsize=figsize)
-    plt.close(fig)
-    return fig
-
-def _check_scores(name, s, rows):
-    _check_2d(name, s)
-    if s.shape[0] != rows: raise ValueError(f"{name} must have one row per image ({rows}), got shape {tuple(s.shape)}")
-    if s.shape[1] < 2: raise ValueError(f"{name} must have K >= 2 columns (prototypes), got shape {tuple(s.shape)}")
-
 def render_prototypes(images:torch.Tensor, # (N, 3, H, W) normalized images
                       target_scores:torch.Tensor, # (N, K) cosine of each image's target representation with each prototype
                       anchor_scores:torch.Tensor, # (N, K) the same for a masked (token-dropped) view of each image
@@ -434,35 +445,27 @@ def render_prototypes(images:torch.Tensor, # (N, 3, H, W) normalized images
                       k:int=8, # images in the top row
                      ) -> Figure:
     "Top: the k images nearest to prototype `proto`. Bottom: one image, its anchor prediction and sharpened target"
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"images must be (N, 3, H, W), got {getattr(images, 'shape', type(images).__name__)}")
-    N = images.shape[0]
-    _check_scores('target_scores', target_scores, N); _check_scores('anchor_scores', anchor_scores, N)
-    K = target_scores.shape[1]
-    proto, image = check_int('proto', proto, 0, K - 1), check_int('image', image, 0, N - 1)
-    k = check_int('k', k, 1, N)
-    for n, t in (('tau', tau), ('T', T)):
-        if check_float(n, t) <= 0: raise ValueError(f"{n} must be > 0, got {t}")
-    fig = _figure((1.1 * max(k, 6), 3.6))
+    (proto, image, k), K = _check_render(images, target_scores, anchor_scores, proto, image, tau, T, k), target_scores.shape[1]
+    fig = _figure((1.35 * max(k, 6), 4.2))
     gs = fig.add_gridspec(2, max(k, 6), height_ratios=(1, 1.6))
     near = target_scores[:, proto].argsort(descending=True)[:k]
     for j, i in enumerate(near.tolist()):
         ax = fig.add_subplot(gs[0, j])
         ax.imshow(to_hwc(images[i], denorm=True)); ax.axis('off')
-        ax.set_title(f"#{i} cos {target_scores[i, proto]:.2f}", fontsize=6)
+        ax.set_title(f"#{i} cos {target_scores[i, proto]:.2f}", fontsize=9)
     ax = fig.add_subplot(gs[1, 0])
-    ax.imshow(to_hwc(images[image], denorm=True)); ax.axis('off'); ax.set_title(f"image #{image}", fontsize=7)
+    ax.imshow(to_hwc(images[image], denorm=True)); ax.axis('off'); ax.set_title(f"image #{image}", fontsize=9)
     p = torch.softmax(anchor_scores[image:image + 1] / tau, dim=1)[0]
     t = sharpen(torch.softmax(target_scores[image:image + 1] / tau, dim=1), T)[0]
     ax = fig.add_subplot(gs[1, 1:])
     ax.bar(np.arange(K), t.numpy(), width=1.0, color='C1', alpha=0.7, label=f'target, sharpened (T={T:g})')
     ax.bar(np.arange(K), p.numpy(), width=0.5, color='C0', label='anchor, token-dropped')
-    ax.axvline(proto, color='k', lw=0.6, ls=':')
-    ax.set_xlim(-0.5, K - 0.5); ax.set_xlabel('prototype', fontsize=7); ax.tick_params(labelsize=6)
-    ax.set_title(f"prototype {proto} dotted; tau={tau:g}; target max {t.max():.2f}, anchor max {p.max():.2f}", fontsize=7)
-    ax.legend(fontsize=6, loc='upper right')
-    fig.suptitle(f"images nearest to prototype {proto}", fontsize=8)
-    fig.tight_layout(pad=0.3)
+    ax.axvline(proto, color='k', lw=0.6, ls=':'); ax.set_ylim(0, 1.4 * max(t.max().item(), p.max().item()))  # room for the legend
+    ax.set_xlim(-0.5, K - 0.5); ax.set_xlabel('prototype', fontsize=9); ax.tick_params(labelsize=8)
+    ax.set_title(f"prototype {proto} dotted; tau={tau:g}; target max {t.max():.2f}, anchor max {p.max():.2f}", fontsize=9)
+    ax.legend(fontsize=9, loc='upper right', ncol=2, frameon=False)
+    fig.suptitle(f"images nearest to prototype {proto}", fontsize=10)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.94))  # room for the suptitle above the top row
     return fig
 
 # %% ../nbs/06_prototypes.ipynb #f57da0ea
@@ -473,14 +476,12 @@ def scores_of(model:MSN, # a trained MSN
               seed:int=0, # seeds the anchor's token drop
              ) -> tuple[torch.Tensor, torch.Tensor]: # target scores (N, K), anchor scores (N, K)
     "Cosine scores with the prototypes of the images' target representations and of token-dropped anchor views"
-    if not isinstance(model, MSN): raise TypeError(f"model must be an MSN, got {type(model).__name__}")
-    drop = model.patch_drop if patch_drop is None else check_float('patch_drop', patch_drop, 0.0, 1.0)
-    was = model.training
+    drop, seed = _check_scoring(model, patch_drop, seed)
+    was, P = model.training, model.prototypes
     model.eval()
-    P = model.prototypes
     images = images.to(P.device)  # the inputs follow the model, wherever it lives
     ts = prototype_scores(model.target_encoder(images), P)
-    g = torch.Generator().manual_seed(check_int('seed', seed, 0))  # drawn on the CPU: the same drop on any device
+    g = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same drop on any device
     h, w = model.encoder.backbone.token_grid(images)
     keep = token_drop_indices(len(images), h * w, drop, shared=model.shared_mask, generator=g) if drop > 0 else None
     z = model.encoder.head(model.encoder.backbone(images, keep_idx=keep))
@@ -494,7 +495,7 @@ class PrototypeExplorer:
                  k:int=8, # images per prototype
                 ):
         self.target_scores, self.anchor_scores = scores_of(model, images)
-        self.images, self.k = images, check_int('k', k, 1, len(images))
+        self.images, (self.k,) = images, _counts(1, len(images), k=k)
         self.tau, self.T = model.loss_kw['tau'], model.loss_kw['T']
         counts = torch.bincount(self.target_scores.argmax(dim=1), minlength=self.target_scores.shape[1])
         self.used = [int(i) for i in counts.argsort(descending=True) if counts[i] > 0]  # most used first
@@ -505,15 +506,14 @@ class PrototypeExplorer:
 
     def render(self, proto:int, image:int) -> Figure:
         "The figure for one setting of the controls"
-        return render_prototypes(self.images, self.target_scores, self.anchor_scores, proto, image,
-                                 self.tau, self.T, self.k)
+        return render_prototypes(self.images, self.target_scores, self.anchor_scores, proto, image, self.tau, self.T, self.k)
 
     @property
     def result(self) -> Figure|None:
         "The figure for the current control values"
         return self.widget.result
 
-    def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+    def _repr_mimebundle_(self, **kwargs): return _live_only(self.widget, 'PrototypeExplorer', **kwargs)  # docs: a text line
 
 # %% ../nbs/06_prototypes.ipynb #eb797ab0
 def usage_figure(counts:torch.Tensor, # (K,) images assigned to each prototype
@@ -533,7 +533,7 @@ def run_figures(self:MSN, ds, # the run's data set of (PIL image, label)
                 n:int=512, # at most this many images, spread over `ds`
                ) -> dict: # name -> Figure, saved as figures/NAME.png in the run folder
     "Figures for a pre-training run folder: prototype usage of the target encoder on images of `ds`"
-    n = min(check_int('n', n, 1), len(ds))
+    n = min(_counts(n=n)[0], len(ds))
     idx = [i * len(ds) // n for i in range(n)]
     size = self.target_encoder.backbone.patch_embed.img_size[0]
     x, _ = center_images(torch.utils.data.Subset(ds, idx), size)

@@ -30,20 +30,44 @@ __all__ = ['LOSS_ON', 'HEADS', 'DEMO_CONFIG', 'SimMIMHead', 'norm_targets', 'sim
            'train_demo_checkpoint', 'reconstruction_errors', 'input_size', 'unit_sizes', 'render_reconstruction',
            'reconstruction_grid', 'ReconstructionExplorer']
 
-# %% ../nbs/04_light_head.ipynb #739b1ea9
+# %% ../nbs/04_light_head.ipynb #67bce9ec
+def _check_window(window) -> int:
+    "`norm_targets`' window: an odd int >= 3"
+    window = check_int('window', window, 1)
+    if window % 2 == 0: raise ValueError(f"window must be odd, got {window}")
+    if window == 1: raise ValueError("window must be >= 3: a 1-pixel window has no variance")
+    return window
+
+def _check_loss_args(x, x_rec, mask, patch_size, loss_on) -> tuple:
+    "`simmim_loss`'s arguments: images of one shape, a patch size that divides them, a token mask; returns (mask, patch_size)"
+    for n, t in (('x', x), ('x_rec', x_rec)):
+        if not isinstance(t, torch.Tensor): raise TypeError(f"{n} must be a torch.Tensor, got {type(t).__name__}")
+    if x.ndim != 4: raise ValueError(f"x must have shape (B, C, H, W), got shape {tuple(x.shape)}")
+    if x_rec.shape != x.shape: raise ValueError(f"x_rec must have the shape of x {tuple(x.shape)}, got {tuple(x_rec.shape)}")
+    patch_size = check_int('patch_size', patch_size, 1)
+    check_choice('loss_on', loss_on, LOSS_ON)
+    B, C, H, W = x.shape
+    if H % patch_size or W % patch_size:
+        raise ValueError(f"patch_size {patch_size} must divide the image size (H, W) = {(H, W)}")
+    return check_token_mask(mask, B, (H // patch_size, W // patch_size)), patch_size
+
 class _PixelHead(nn.Module):
-    "Shared checks of SimMIM heads: a feature map (B, embed_dim, h, w) in, an image (B, in_chans, h*s, w*s) out"
-    def __init__(self, embed_dim:int, encoder_stride:int, in_chans:int=3):
+    "What every SimMIM head shares: validated sizes, and a check that its input is a (B, embed_dim, h, w) feature map"
+    def __init__(self, embed_dim:int, encoder_stride:int, in_chans:int=3, **sizes):
         super().__init__()
         self.embed_dim = check_int('embed_dim', embed_dim, 1)
         self.encoder_stride = check_int('encoder_stride', encoder_stride, 1)
         self.in_chans = check_int('in_chans', in_chans, 1)
+        for n, v in sizes.items(): check_int(n, v, 1)  # a heavier head's own sizes
+        if 'dim' in sizes and 'num_heads' in sizes and sizes['dim'] % sizes['num_heads']:
+            raise ValueError(f"dim ({sizes['dim']}) must be a multiple of num_heads ({sizes['num_heads']})")
 
     def _check(self, z):
         if not isinstance(z, torch.Tensor): raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
         if z.ndim != 4 or z.shape[1] != self.embed_dim:
             raise ValueError(f"z must be a feature map (B, embed_dim={self.embed_dim}, h, w), got shape {tuple(z.shape)}")
 
+# %% ../nbs/04_light_head.ipynb #739b1ea9
 class SimMIMHead(_PixelHead):
     "SimMIM's light head: Conv2d(embed_dim, stride**2 * in_chans, 1) + PixelShuffle(stride)"
     def __init__(self, embed_dim:int, # channels of the encoder's feature map
@@ -63,9 +87,7 @@ def norm_targets(x:torch.Tensor, # images (B, C, H, W)
                  window:int=47, # odd side of the local window
                 ) -> torch.Tensor:
     "Normalize each pixel by the mean and unbiased variance of its window (SimMIM's norm-target option)"
-    window = check_int('window', window, 1)
-    if window % 2 == 0: raise ValueError(f"window must be odd, got {window}")
-    if window == 1: raise ValueError("window must be >= 3: a 1-pixel window has no variance")
+    window = _check_window(window)
     pool = dict(kernel_size=window, stride=1, padding=window // 2)
     mean = F.avg_pool2d(x, count_include_pad=False, **pool)
     sq_mean = F.avg_pool2d(x * x, count_include_pad=False, **pool)
@@ -84,31 +106,22 @@ def simmim_loss(x:torch.Tensor, # target images (B, C, H, W), normalized
                 loss_on:str='masked', # 'masked' (prediction, the default) or 'all' pixels (reconstruction)
                ) -> torch.Tensor: # scalar
     "SimMIM's L1 loss: the mean absolute error over the masked pixel-channel entries of the batch"
-    for n, t in (('x', x), ('x_rec', x_rec)):
-        if not isinstance(t, torch.Tensor): raise TypeError(f"{n} must be a torch.Tensor, got {type(t).__name__}")
-    if x.ndim != 4: raise ValueError(f"x must have shape (B, C, H, W), got shape {tuple(x.shape)}")
-    if x_rec.shape != x.shape: raise ValueError(f"x_rec must have the shape of x {tuple(x.shape)}, got {tuple(x_rec.shape)}")
-    patch_size = check_int('patch_size', patch_size, 1)
-    check_choice('loss_on', loss_on, LOSS_ON)
-    B, C, H, W = x.shape
-    if H % patch_size or W % patch_size:
-        raise ValueError(f"patch_size {patch_size} must divide the image size (H, W) = {(H, W)}")
-    mask = check_token_mask(mask, B, (H // patch_size, W // patch_size))
+    mask, patch_size = _check_loss_args(x, x_rec, mask, patch_size, loss_on)
     with full_precision(x.device):  # in a bf16 step the loss is still summed in fp32
         x, x_rec = x.float(), x_rec.float()
         m = upsample_mask(mask, patch_size).unsqueeze(1).to(x.dtype)
         if loss_on == 'all': m = torch.ones_like(m)
         if norm_target: x = norm_targets(x, norm_window)
         err = (x - x_rec).abs()
-        return (err * m).sum() / (m.sum() + 1e-5) / C
+        return (err * m).sum() / (m.sum() + 1e-5) / x.shape[1]
 
 # %% ../nbs/04_light_head.ipynb #76ce413f
 class MLPHead(_PixelHead):
     "A heavier head: a 2-layer MLP per token (1x1 conv, GELU, 1x1 conv) + PixelShuffle"
     def __init__(self, embed_dim:int, encoder_stride:int, in_chans:int=3,
                  hidden_dim:int|None=None): # default: embed_dim
-        super().__init__(embed_dim, encoder_stride, in_chans)
-        hidden_dim = check_int('hidden_dim', hidden_dim or embed_dim, 1)
+        hidden_dim = hidden_dim or embed_dim
+        super().__init__(embed_dim, encoder_stride, in_chans, hidden_dim=hidden_dim)
         self.mlp = nn.Sequential(nn.Conv2d(embed_dim, hidden_dim, 1), nn.GELU(),
                                  nn.Conv2d(hidden_dim, encoder_stride ** 2 * in_chans, 1))
         self.shuffle = nn.PixelShuffle(encoder_stride)
@@ -121,9 +134,7 @@ class TransformerHead(_PixelHead):
     "A heavier head: a small transformer decoder over the tokens, then a linear layer to pixels + PixelShuffle"
     def __init__(self, embed_dim:int, encoder_stride:int, in_chans:int=3,
                  dim:int=128, depth:int=2, num_heads:int=4): # the decoder's width, blocks and heads
-        super().__init__(embed_dim, encoder_stride, in_chans)
-        dim, depth, num_heads = check_int('dim', dim, 1), check_int('depth', depth, 1), check_int('num_heads', num_heads, 1)
-        if dim % num_heads: raise ValueError(f"dim ({dim}) must be a multiple of num_heads ({num_heads})")
+        super().__init__(embed_dim, encoder_stride, in_chans, dim=dim, depth=depth, num_heads=num_heads)
         self.embed = nn.Linear(embed_dim, dim)
         self.blocks = nn.Sequential(*[Block(dim, num_heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
@@ -138,6 +149,32 @@ class TransformerHead(_PixelHead):
 
 HEADS = {'linear': SimMIMHead, 'mlp': MLPHead, 'transformer': TransformerHead}
 
+# %% ../nbs/04_light_head.ipynb #1b5a6a3b
+def _check_simmim(encoder, head, mask_patch_size, mask_ratio, norm_window, loss_on) -> nn.Module:
+    "`SimMIM`'s arguments: an encoder with a mask token, a head that fits it, mask settings it can use; returns the head"
+    if not (isinstance(encoder, _Rebuildable) and hasattr(encoder, 'mask_token') and hasattr(encoder, 'forward_map')):
+        raise TypeError(f"encoder must be a masklab encoder with a mask token (MaskTokenViT, MaskTokenBeit, "
+                        f"MaskTokenSwin), got {type(encoder).__name__}")
+    C, s, p = encoder.num_features, encoder.encoder_stride, encoder.model_patch_size
+    if isinstance(head, str): head = HEADS[check_choice('head', head, tuple(HEADS))](C, s, encoder.in_chans)
+    if not isinstance(head, nn.Module): raise TypeError(f"head must be a name or an nn.Module, got {type(head).__name__}")
+    if getattr(head, 'embed_dim', C) != C:
+        raise ValueError(f"head.embed_dim ({head.embed_dim}) must equal the encoder's num_features ({C})")
+    if getattr(head, 'encoder_stride', s) != s:
+        raise ValueError(f"head.encoder_stride ({head.encoder_stride}) must equal the encoder's encoder_stride ({s})")
+    if check_int('mask_patch_size', mask_patch_size, 1) % p:
+        raise ValueError(f"mask_patch_size must be a multiple of the encoder's patch size ({p}), got {mask_patch_size}")
+    check_float('mask_ratio', mask_ratio, 0.0, 1.0); check_int('norm_window', norm_window, 3); check_choice('loss_on', loss_on, LOSS_ON)
+    return head
+
+def _check_batch(batch, square=False) -> torch.Tensor:
+    "A SimMIM batch is a dict with an image tensor; the built-in mask generator needs square images"
+    if not isinstance(batch, dict) or 'image' not in batch:
+        raise TypeError(f"batch must be a dict with an 'image' tensor, got {type(batch).__name__}")
+    H, W = batch['image'].shape[-2:]
+    if square and H != W: raise ValueError(f"images must be square for the built-in mask generator, got {(H, W)}; pass a mask")
+    return batch['image']
+
 # %% ../nbs/04_light_head.ipynb #ed99174c
 class SimMIM(nn.Module):
     "SimMIM: an encoder with a mask token, a head that predicts pixels, and the masked L1 loss"
@@ -150,35 +187,17 @@ class SimMIM(nn.Module):
                  loss_on:str='masked', # 'masked' (prediction) or 'all' (reconstruction)
                 ):
         super().__init__()
-        if not (isinstance(encoder, _Rebuildable) and hasattr(encoder, 'mask_token') and hasattr(encoder, 'forward_map')):
-            raise TypeError(f"encoder must be a masklab encoder with a mask token (MaskTokenViT, MaskTokenBeit, "
-                            f"MaskTokenSwin), got {type(encoder).__name__}")
-        C, s = encoder.num_features, encoder.encoder_stride
-        if isinstance(head, str):
-            check_choice('head', head, tuple(HEADS))
-            head = HEADS[head](C, s, encoder.in_chans)
-        if not isinstance(head, nn.Module): raise TypeError(f"head must be a name or an nn.Module, got {type(head).__name__}")
-        if getattr(head, 'embed_dim', C) != C:
-            raise ValueError(f"head.embed_dim ({head.embed_dim}) must equal the encoder's num_features ({C})")
-        if getattr(head, 'encoder_stride', s) != s:
-            raise ValueError(f"head.encoder_stride ({head.encoder_stride}) must equal the encoder's encoder_stride ({s})")
-        self.encoder, self.head = encoder, head
-        p = encoder.model_patch_size
-        self.mask_patch_size = check_int('mask_patch_size', mask_patch_size, 1)
-        if mask_patch_size % p:
-            raise ValueError(f"mask_patch_size must be a multiple of the encoder's patch size ({p}), got {mask_patch_size}")
-        self.mask_ratio = check_float('mask_ratio', mask_ratio, 0.0, 1.0)
-        self.norm_target, self.norm_window = bool(norm_target), check_int('norm_window', norm_window, 3)
-        self.loss_on = check_choice('loss_on', loss_on, LOSS_ON)
+        self.encoder, self.head = encoder, _check_simmim(encoder, head, mask_patch_size, mask_ratio, norm_window, loss_on)
+        self.mask_patch_size, self.mask_ratio = int(mask_patch_size), float(mask_ratio)
+        self.norm_target, self.norm_window, self.loss_on = bool(norm_target), int(norm_window), loss_on
 
     @property
     def patch_size(self) -> int: return self.encoder.model_patch_size
 
     def make_mask(self, x:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
         "One random SimMIM mask per image of `x`, on the model-token grid and on `x`'s device"
-        H, W = x.shape[-2:]
-        if H != W: raise ValueError(f"images must be square for the built-in mask generator, got {(H, W)}; pass a mask")
-        return random_unit_masks(x.shape[0], H, self.mask_patch_size, self.patch_size, self.mask_ratio,
+        _check_batch(dict(image=x), square=True)
+        return random_unit_masks(x.shape[0], x.shape[-1], self.mask_patch_size, self.patch_size, self.mask_ratio,
                                  device=x.device, generator=generator)
 
     def reconstruct(self, x:torch.Tensor, mask:torch.Tensor) -> torch.Tensor:
@@ -192,15 +211,40 @@ class SimMIM(nn.Module):
 
     def forward(self, batch:dict) -> dict:
         "dict(image=(B, C, H, W)[, mask=(B, h, w)]) -> dict(loss=...)"
-        if not isinstance(batch, dict) or 'image' not in batch:
-            raise TypeError(f"batch must be a dict with an 'image' tensor, got {type(batch).__name__}")
-        x = batch['image']
+        x = _check_batch(batch)
         grid = self.encoder.token_grid(x)
         mask = batch.get('mask')
         mask = self.make_mask(x) if mask is None else check_token_mask(mask, x.shape[0], grid).to(x.device)
         x_rec = self.reconstruct(x, mask)
         loss = simmim_loss(x, x_rec, mask, self.patch_size, self.norm_target, self.norm_window, self.loss_on)
         return dict(loss=loss)
+
+# %% ../nbs/04_light_head.ipynb #179e22e0
+def _check_steps(steps, warmup=0, clip=0.0) -> tuple:
+    "A run's length, warmup (at most the run) and gradient clip (0 turns it off)"
+    steps = check_int('steps', steps, 1)
+    return steps, check_int('warmup', warmup, 0, steps), check_float('clip', clip, 0.0)
+
+def _read_config(path) -> dict:
+    "The config a `save_simmim` file carries in its metadata (read without unpickling anything)"
+    from safetensors import safe_open
+    if not path.is_file(): raise ValueError(f"path {str(path)!r} is not a file")
+    with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
+    if 'config' not in meta: raise ValueError(f"path {str(path)!r} is not a masklab SimMIM checkpoint (no config)")
+    return json.loads(meta['config'])
+
+def _check_grid(images, settings):
+    "`reconstruction_grid`: one settings dict per image, at least one"
+    if len(images) != len(settings):
+        raise ValueError(f"images and settings must have the same length, got {len(images)} and {len(settings)}")
+    if not settings: raise ValueError("settings must not be empty")
+    for kw in settings:
+        if not isinstance(kw, dict): raise TypeError(f"each setting must be a dict, got {kw!r}")
+
+def _check_explorer(images, mask_ratio, seed) -> tuple:
+    "`ReconstructionExplorer`'s start values"
+    if not images: raise ValueError("images must not be empty")
+    return check_float('mask_ratio', mask_ratio, 0, 1), check_int('seed', seed, 0)
 
 # %% ../nbs/04_light_head.ipynb #5d81377c
 def train_simmim(model:nn.Module, # a SimMIM (or any method whose forward(batch) returns dict(loss=...))
@@ -218,7 +262,7 @@ def train_simmim(model:nn.Module, # a SimMIM (or any method whose forward(batch)
     "Train a SimMIM model with masklab's `Trainer` (the step `masklab pretrain` takes); returns the losses"
     from masklab.trainer import Trainer
     from masklab.data import simmim_transform
-    steps, warmup, clip = check_int('steps', steps, 1), check_int('warmup', warmup, 0, steps), check_float('clip', clip, 0.0)
+    steps, warmup, clip = _check_steps(steps, warmup, clip)
     trainer = Trainer(model, ds, transform if transform is not None else simmim_transform(64), batch_size=batch_size,
                       max_steps=steps, seed=seed, device=device, log_every=1, progress=progress,
                       optim=dict(clip_grad=clip or None),
@@ -256,13 +300,9 @@ def save_simmim(model:SimMIM, path, config:dict):
 def load_simmim(path=None, # a file written by `save_simmim`; None: the shipped demo checkpoint
                ) -> SimMIM:
     "Load a SimMIM model (eval mode, CPU) from safetensors, without unpickling anything"
-    from safetensors import safe_open
     from safetensors.torch import load_file
     path = Path(path) if path is not None else demo_checkpoint_path()
-    if not path.is_file(): raise ValueError(f"path {str(path)!r} is not a file")
-    with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
-    if 'config' not in meta: raise ValueError(f"path {str(path)!r} is not a masklab SimMIM checkpoint (no config)")
-    config = json.loads(meta['config'])
+    config = _read_config(path)
     model = build_simmim(config)
     model.load_state_dict(load_file(str(path)))
     model.config = config
@@ -274,7 +314,7 @@ def train_demo_checkpoint(path=None, # where to write it; None: the package's as
                          ) -> dict:
     "Train the demo SimMIM of `DEMO_CONFIG` on CPU from scratch and save it; returns losses and seconds"
     from masklab.data import photo_crops, simmim_transform
-    cfg = dict(DEMO_CONFIG, steps=check_int('steps', steps, 1) if steps is not None else DEMO_CONFIG['steps'])
+    cfg = dict(DEMO_CONFIG, steps=_check_steps(steps)[0] if steps is not None else DEMO_CONFIG['steps'])
     seed_everything(cfg['seed'])
     d = cfg['data']
     ds = photo_crops(n_per_photo=d['n_per_photo'], size=d['size'], seed=d['seed'])
@@ -350,24 +390,21 @@ def render_reconstruction(model:SimMIM, # a trained SimMIM
     pred01 = denormalize(pred[0]).clamp(0, 1)
     masked = img.clone(); masked[:, px] = 0.5
     pasted = torch.where(px, pred01, img)
-    if axs is None: axs = _figure((8, 2.3)).subplots(1, 4)
+    if axs is None: axs = _figure((9, 2.7)).subplots(1, 4)
     titles = ['original', f'masked: {unit} px units, {mask_ratio:.0%}', 'prediction', f'pasted (L1 {l1:.2f})']
     for ax, im, t in zip(axs, (img, masked, pred01, pasted), titles):
-        ax.imshow(im.permute(1, 2, 0).numpy()); ax.set_title(t, fontsize=7); ax.set_xticks([]); ax.set_yticks([])
+        ax.imshow(im.permute(1, 2, 0).numpy()); ax.set_title(t, fontsize=9); ax.set_xticks([]); ax.set_yticks([])
     return axs[0].figure
 
 def reconstruction_grid(model:SimMIM, images:list, # the image of each row
                         settings:list[dict], # render_reconstruction keyword arguments, one dict per row
-                        size:float=1.8, # inches per panel
+                        size:float=2.2, # inches per panel
                        ) -> Figure:
     "One `render_reconstruction` row per (image, setting) pair, in one Figure"
-    if len(images) != len(settings):
-        raise ValueError(f"images and settings must have the same length, got {len(images)} and {len(settings)}")
-    if not settings: raise ValueError("settings must not be empty")
+    _check_grid(images, settings)
     fig = _figure((4 * size, size * len(settings)))
     axs = fig.subplots(len(settings), 4, squeeze=False)
     for row, img, kw in zip(axs, images, settings):
-        if not isinstance(kw, dict): raise TypeError(f"each setting must be a dict, got {kw!r}")
         render_reconstruction(model, img, axs=row, **kw)
     fig.tight_layout()
     return fig
@@ -381,12 +418,12 @@ class ReconstructionExplorer:
         from masklab.data import photos
         self.model = load_simmim() if model is None else model
         self.images = dict(photos()) if images is None else dict(images)
-        if not self.images: raise ValueError("images must not be empty")
+        mask_ratio, seed = _check_explorer(self.images, mask_ratio, seed)
         self.image = W.Dropdown(options=list(self.images), description='image')
-        self.ratio = W.FloatSlider(value=check_float('mask_ratio', mask_ratio, 0, 1), min=0.1, max=0.9, step=0.1,
+        self.ratio = W.FloatSlider(value=mask_ratio, min=0.1, max=0.9, step=0.1,
                                    description='mask ratio', continuous_update=False)
         self.unit = W.Dropdown(options=unit_sizes(self.model), value=self.model.mask_patch_size, description='unit (px)')
-        self.seed = W.IntSlider(value=check_int('seed', seed, 0), min=0, max=99, description='seed',
+        self.seed = W.IntSlider(value=seed, min=0, max=99, description='seed',
                                 continuous_update=False)
         # auto_display shows the returned Figure in the widget's output; without it interactive only keeps it in .result
         self.widget = W.interactive(self.render, {'auto_display': True}, image=self.image, mask_ratio=self.ratio, mask_patch_size=self.unit,
@@ -401,7 +438,9 @@ class ReconstructionExplorer:
         "The figure for the current control values"
         return self.widget.result
 
-    def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+    def _repr_mimebundle_(self, **kwargs):
+        from masklab.widgets import _live_only  # a plain-text line where the widget cannot run (docs), not its raw repr
+        return _live_only(self.widget, 'ReconstructionExplorer', **kwargs)
 
 # %% ../nbs/04_light_head.ipynb #4b7d73df
 def _build_for_pretrain(cfg:dict):

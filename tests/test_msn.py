@@ -296,3 +296,41 @@ def test_msn_loss_equals_the_plain_torch_loss():
     assert out['ce'].item() == pytest.approx(ce.item(), abs=1e-5)
     assert out['me_max'].item() == pytest.approx(mm.item(), abs=1e-6)
     assert out['loss'].item() == pytest.approx((ce + mm).item(), abs=1e-5)
+
+
+def test_prototype_explorer_readable_and_legend_clear_of_the_bars():
+    "issue 19: titles at >= 9 pt, a legend that covers no bar, a plain-text line for the docs"
+    from masklab.msn import render_prototypes, PrototypeExplorer
+    g = torch.Generator().manual_seed(0)
+    x, ts, as_ = torch.randn(10, 3, 32, 32, generator=g), torch.rand(10, 16, generator=g) * 2 - 1, torch.rand(10, 16, generator=g) * 2 - 1
+    fig = render_prototypes(x, ts, as_, proto=3, image=2)
+    assert all(ax.title.get_fontsize() >= 9 for ax in fig.axes)
+    bars = fig.axes[-1]
+    fig.canvas.draw()
+    leg = bars.get_legend().get_window_extent()
+    assert not any(leg.overlaps(b.get_window_extent()) for b in bars.patches if b.get_height() > 0)
+    ex = PrototypeExplorer(_tiny_msn(), torch.randn(6, 3, 32, 32), k=4)
+    assert ex._repr_mimebundle_()['text/plain'] == '[PrototypeExplorer: a live widget; run the notebook to use its controls]'
+    with pytest.raises(ValueError, match='k must be <= 6'): PrototypeExplorer(_tiny_msn(), torch.randn(6, 3, 32, 32), k=7)
+
+
+def test_head_and_loss_equal_the_plain_torch_versions():
+    "The lesson's minimal version: Linear-BN-GELU x2 + Linear, and CE against softmax(cos / (tau T)) + ME-MAX, no Sinkhorn"
+    import math
+    torch.manual_seed(0)
+    head = MSNProjectionHead(16, 32, 8)
+    mh = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.GELU(), torch.nn.Linear(32, 32),
+                             torch.nn.BatchNorm1d(32), torch.nn.GELU(), torch.nn.Linear(32, 8))
+    mh.load_state_dict(dict(zip(mh.state_dict(), head.state_dict().values())))
+    f = torch.randn(6, 16)
+    torch.testing.assert_close(head(f), mh(f))
+    z, h, P = torch.randn(12, 8), torch.randn(6, 8), torch.randn(10, 8)
+    q = F.normalize(P, dim=1)
+    p = torch.softmax(F.normalize(z, dim=1) @ q.T / 0.1, dim=1)
+    t = torch.softmax(F.normalize(h, dim=1) @ q.T / 0.025, dim=1)
+    ce = -(t.repeat(2, 1) * p.log()).sum(1).mean()
+    mm = (p.mean(0) * p.mean(0).log()).sum() + math.log(10)
+    out = msn_loss(z, h, P, use_sinkhorn=False)
+    assert out['loss'].item() == pytest.approx((ce + mm).item(), abs=1e-5)
+    with pytest.raises(ValueError, match="x has D=12 but the head's in_dim=16"): head(torch.randn(4, 12))
+    with pytest.raises(TypeError, match='x must be a torch.Tensor'): head([1.0] * 16)

@@ -144,3 +144,41 @@ def test_features_are_the_evaluation_features():
     model = SimMIM(create_encoder('simmim_vit_tiny', img_size=32), mask_patch_size=16)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model.features(x), simmim_features(model.encoder, x))
+
+
+def test_explorer_readable_and_opens_fresh():
+    """issue 19: titles at >= 9 pt, a plain-text line instead of the raw interactive(...) repr; a new explorer opens on
+    the model's own setting whatever another explorer was set to"""
+    model = load_simmim()
+    imgs = dict(photos(['chelsea', 'coins']))
+    other = ReconstructionExplorer(model, imgs)
+    other.ratio.value, other.unit.value, other.seed.value = 0.3, 32, 5
+    ex = ReconstructionExplorer(model, imgs)
+    assert (ex.ratio.value, ex.unit.value, ex.seed.value) == (0.6, model.mask_patch_size, 0)
+    assert all(ax.title.get_fontsize() >= 9 for ax in ex.result.axes)
+    assert ex._repr_mimebundle_()['text/plain'] == '[ReconstructionExplorer: a live widget; run the notebook to use its controls]'
+    with pytest.raises(ValueError, match='images must not be empty'): ReconstructionExplorer(model, {})
+    with pytest.raises(TypeError, match='each setting must be a dict'): reconstruction_grid(model, [imgs['chelsea']], [3])
+
+
+def test_library_equals_the_plain_torch_head_and_loss():
+    "The lesson's minimal version: one linear layer per token (1x1 conv + pixel shuffle) and the masked L1"
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    model = SimMIM(create_encoder('simmim_vit_tiny', img_size=32), mask_patch_size=16)
+    x = torch.randn(3, 3, 32, 32)
+    mask = model.make_mask(x, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        z = model.encoder.forward_map(x, mask)
+        y = F.pixel_shuffle(F.conv2d(z, model.head.proj.weight, model.head.proj.bias), 8)
+        m = mask.repeat_interleave(8, -2).repeat_interleave(8, -1).unsqueeze(1).float()
+        l1 = ((x - y).abs() * m).sum() / (m.sum() + 1e-5) / 3
+        torch.testing.assert_close(model.head(z), y)
+        torch.testing.assert_close(model(dict(image=x, mask=mask))['loss'], l1)
+
+
+def test_heavier_head_sizes_are_checked():
+    with pytest.raises(ValueError, match=r'dim \(30\) must be a multiple of num_heads \(4\)'): TransformerHead(64, 8, dim=30)
+    with pytest.raises(ValueError, match='depth must be >= 1'): TransformerHead(64, 8, depth=0)
+    with pytest.raises(ValueError, match='hidden_dim must be >= 1'): MLPHead(64, 8, hidden_dim=-2)
+    with pytest.raises(ValueError, match='images must be square'): SimMIM(create_encoder('simmim_vit_tiny')).make_mask(torch.zeros(1, 3, 64, 32))
