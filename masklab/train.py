@@ -18,7 +18,8 @@ from .trainer import *  # the trainer's public names stay importable from `maskl
 from .trainer import Trainer, build_method, available_methods, default_config, check_config_compile, resolve_lr, checkpoints
 
 # %% auto #0
-__all__ = ['LabelledSubset', 'check_eval_config', 'heldout_split', 'embed_dataset', 'run_evaluation', 'pretrain']
+__all__ = ['LabelledSubset', 'check_eval_config', 'heldout_split', 'embed_dataset', 'run_evaluation', 'few_label_finetune',
+           'pretrain']
 
 # %% ../nbs/08a_pretrain.ipynb #00e73bf8
 class LabelledSubset(Dataset):
@@ -38,6 +39,9 @@ def check_eval_config(ev:dict) -> dict:
     shots = ev.get('fewshot') or []
     if not isinstance(shots, (list, tuple)): raise ValueError(f"eval.fewshot must be a list of shots per class, got {shots!r}")
     for s in shots: check_int('eval.fewshot', s, 1)
+    ft = ev.get('finetune')
+    if ft is not None and not isinstance(ft, dict):
+        raise ValueError(f"eval.finetune must be a dict (fractions, epochs, recipe) or null, got {ft!r}")
     return ev
 
 def heldout_split(ds, ev:dict) -> tuple[torch.Tensor, torch.Tensor]|None:
@@ -87,7 +91,25 @@ def run_evaluation(models:dict, # name -> a method with `features`, or 'pixels'
                 accs = [logreg_accuracy(x[idx], y[idx], x[te], y[te])
                         for idx in (tr[few_shot_indices(y[tr], s, k)] for k in range(ev['n_splits']))]
                 r.setdefault('fewshot', {})[str(s)] = dict(mean=float(np.mean(accs)), std=float(np.std(accs)), accs=accs)
+        if ev.get('finetune') and split is not None and not isinstance(model, str):
+            r['finetune'] = few_label_finetune(model, ds, split, ev['finetune'], img_size, device)
     return res
+
+def few_label_finetune(model, ds, split, ft:dict, # fractions (of the pre-training split's labels), epochs, recipe
+                       img_size:int, device='cpu') -> dict:
+    "SimMIM's claim, at few labels: fine-tune the whole encoder on a stratified `fraction` of the labels, test on the held-out part"
+    from masklab.evaluate import finetune, train_test_split
+    tr, te = split
+    y = torch.as_tensor([ds.labels[i] for i in tr.tolist()])
+    out = {}
+    for frac in ft.get('fractions', [0.1]):
+        labelled = tr[train_test_split(y, check_float('eval.finetune.fractions', frac, 0.0, 1.0), seed=1)[1]]
+        sub = LabelledSubset(ds, labelled)
+        bs = min(64, len(sub) - len(sub) % 2)
+        r = finetune(model, sub, LabelledSubset(ds, te), ft.get('recipe', 'simmim'), ft.get('epochs', 50), bs,
+                     img_size=img_size, seed=0, device=device, progress=False)
+        out[str(frac)] = dict(accuracy=r['accuracy'], labels=len(sub), steps=r['steps'])
+    return out
 
 
 # %% ../nbs/08a_pretrain.ipynb #966857e4
@@ -109,7 +131,7 @@ def pretrain(config:dict, # a config like `default_config(...)`, fully resolved
     if not isinstance(config, dict): raise TypeError(f"config must be a dict, got {type(config).__name__}")
     cfg = {**default_config(config.get('method', 'toy')), **config}
     cfg['eval'] = {**default_config()['eval'], **(cfg.get('eval') or {})}
-    check_choice('method', cfg['method'], tuple(METHODS))
+    check_choice('method', cfg['method'], available_methods())
     check_int('img_size', cfg['img_size'], 8)
     check_eval_config(cfg['eval'])
     check_config_compile(cfg)

@@ -3,7 +3,7 @@ values, and a worker killed under `torchrun --max-restarts`."""
 import errno, json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
-import masklab.train as train
+import masklab.checkpoints as ckio  # where atomic_write, the writer every checkpoint goes through, lives
 from masklab.trainer import Trainer, ToyMethod, TrainingError, checkpoints
 from masklab.checkpoints import load_state
 from masklab.data import photo_crops, simmim_transform
@@ -36,7 +36,7 @@ def test_disk_full_half_way_keeps_previous_checkpoint(ds, tmp_path, monkeypatch,
     good = checkpoints(tmp_path/'checkpoints')
     assert [c.name for c in good] == ['step-00000002.safetensors']
     before = good[0].read_bytes()
-    monkeypatch.setattr(train, 'open', failing_open(exc), raising=False)  # atomic_write's writer fails half-way
+    monkeypatch.setattr(ckio, "open", failing_open(exc), raising=False)  # atomic_write's writer fails half-way
     with pytest.raises(type(exc)): make(ds, tmp_path, steps=6).fit(resume=True)
     monkeypatch.undo()
     assert [c.name for c in checkpoints(tmp_path/'checkpoints')] == ['step-00000002.safetensors']

@@ -189,3 +189,15 @@ def test_run_evaluation_holds_out_and_compares(tmp_path):
     assert s['eval']['pixels']['knn'] > 0.8  # 8x8 digits: raw pixels already separate them
     with pytest.raises(ValueError, match='eval.heldout'):
         pretrain({**cfg, 'eval': dict(heldout=1.5)}, out=tmp_path/'bad', progress=False)
+
+def test_few_label_finetune_uses_a_fraction_of_the_pretraining_labels():
+    "eval.finetune: fine-tune on a stratified fraction of the pre-training split's labels, test on the held-out part"
+    from masklab.train import few_label_finetune, heldout_split
+    from masklab.trainer import build_method, default_config
+    from masklab.data import get_dataset
+    ds = get_dataset('digits')
+    split = heldout_split(ds, dict(heldout=0.2))
+    cfg = {**default_config('simmim'), 'img_size': 16, 'device': 'cpu',
+           'model': dict(encoder='simmim_vit_tiny', encoder_kwargs=dict(patch_size=4), head='linear', mask_patch_size=8, mask_ratio=0.6)}
+    r = few_label_finetune(build_method(cfg)[0], ds, split, dict(fractions=[0.1], epochs=1, recipe='simmim'), 16)
+    assert abs(r['0.1']['labels'] - 0.1 * len(split[0])) <= 10 and 0 <= r['0.1']['accuracy'] <= 1
