@@ -734,14 +734,14 @@ def register_method(name:str, # the --method name
     return build
 
 def available_methods() -> tuple[str, ...]:
-    "The methods a config may name: those registered, after importing every module an installed package lists"
+    "The methods a config may name (sorted): those registered, after importing every module an installed package lists"
     from importlib.metadata import entry_points
     for ep in entry_points(group='masklab.methods'):
         if ep.name in METHODS: continue
         try: ep.load()  # the module registers its builder when imported
         except ModuleNotFoundError as e:
             if e.name != ep.value: raise  # the module is there but broken: say so
-    return tuple(METHODS)
+    return tuple(sorted(METHODS))
 
 def build_method(cfg:dict) -> tuple[nn.Module, Callable, Callable]:
     "The (model, transform, collate) of `cfg['method']`"

@@ -20,7 +20,7 @@ CASES = [  # (command, option, bad value, words the error line must hold)
     ('masks', '--seed', '-1', '--seed must be >= 0, got -1'), ('masks', '--out', 'no/such/dir/x.png', "folder 'no/such/dir' does not exist"),
     ('views', '--method', 'bogus', "--method: invalid choice: 'bogus'"), ('views', '--size', '-1', '--size must be >= 8, got -1'),
     ('views', '--n', '0', '--n must be >= 1, got 0'), ('views', '--seed', '-1', '--seed must be >= 0'),
-    ('pretrain', '--method', 'bogus', "--method must be one of 'toy', 'simmim', 'msn'; got 'bogus'"),
+    ('pretrain', '--method', 'bogus', "--method must be one of 'msn', 'simmim', 'toy'; got 'bogus'"),
     ('pretrain', '--preset', 'bogus', "--preset must be one of"), ('pretrain', '--data', 'nonexistent-folder', "data 'nonexistent-folder' is neither"),
     ('pretrain', '--epochs', 'nan', '--epochs must be finite'), ('pretrain', '--epochs', '0', 'epochs=0.0 is less than one step'),
     ('pretrain', '--max-steps', '0', '--max-steps must be >= 1'), ('pretrain', '--batch-size', '0', '--batch-size must be >= 1'),
