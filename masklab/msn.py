@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-import torch.distributed as dist
 from matplotlib.figure import Figure
 from fastcore.basics import patch
 import ipywidgets as W
@@ -21,11 +20,12 @@ from .core import check_int, check_float, to_hwc, IMAGENET_MEAN, IMAGENET_STD, f
 from .masking import token_drop_indices, _figure
 from .data import photo_crops, MSNViews, method_views
 from .encoders import create_encoder
+from .distributed import process_count, all_reduce_sum_, all_reduce_mean
 from .widgets import _live_only
-from .evaluate import msn_features
+from .evaluate import msn_features, knn_eval
 
 # %% auto #0
-__all__ = ['DEMO', 'MSNProjectionHead', 'init_prototypes', 'prototype_scores', 'all_reduce_mean', 'sharpen', 'sinkhorn', 'mean_entropy', 'me_max', 'msn_targets', 'msn_loss', 'MSNEncoder', 'MSN', 'fit_msn', 'effective_rank', 'knn_accuracy', 'center_images', 'collapse_stats', 'small_msn_run', 'render_prototypes', 'scores_of', 'PrototypeExplorer', 'usage_figure', 'render_sharpening', 'SharpeningExplorer']
+__all__ = ['DEMO', 'MSNProjectionHead', 'init_prototypes', 'prototype_scores', 'sharpen', 'sinkhorn', 'mean_entropy', 'me_max', 'msn_targets', 'msn_loss', 'MSNEncoder', 'MSN', 'fit_msn', 'effective_rank', 'center_images', 'collapse_stats', 'small_msn_run', 'render_prototypes', 'scores_of', 'PrototypeExplorer', 'usage_figure', 'render_sharpening', 'SharpeningExplorer']
 
 # %% ../nbs/06_prototypes.ipynb #985417e9
 def _check_2d(name, x):
@@ -75,10 +75,6 @@ def _check_fit(steps, probe_every, warmup, clip, weight_decay) -> tuple:
     if len(weight_decay) != 2: raise ValueError(f"weight_decay must be (start, end), got {weight_decay!r}")
     return steps, probe_every, check_int('warmup', warmup, 0, steps), check_float('clip', clip, 0.0)
 
-def _check_labels(x, y):
-    _check_2d('x', x)
-    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-        raise ValueError(f"y must be a tensor of {x.shape[0]} labels, got {getattr(y, 'shape', type(y).__name__)}")
 def _check_scores(name, s, rows):
     _check_2d(name, s)
     if s.shape[0] != rows: raise ValueError(f"{name} must have one row per image ({rows}), got shape {tuple(s.shape)}")
@@ -149,31 +145,6 @@ def prototype_scores(z:torch.Tensor, # (N, D) representations
     _check_2d('prototypes', prototypes); _check_dims(('z', z), D=prototypes.shape[1])
     return F.normalize(z, dim=1) @ F.normalize(prototypes, dim=1).T
 
-# %% ../nbs/06_prototypes.ipynb #8a3ef77f
-def _world() -> int:
-    "Number of processes (1 unless torch.distributed is initialized)"
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-def _sum_all(x:torch.Tensor) -> torch.Tensor:
-    "Sum `x` over processes (in place) when torch.distributed is initialized"
-    if _world() > 1: dist.all_reduce(x)
-    return x
-
-class _AllReduceMean(torch.autograd.Function):
-    "Mean over processes; the gradient passes through unchanged (DDP then averages it, giving the true gradient)"
-    @staticmethod
-    def forward(ctx, x):
-        if _world() == 1: return x
-        x = x.clone()
-        dist.all_reduce(x)
-        return x / _world()
-    @staticmethod
-    def backward(ctx, g): return g
-
-def all_reduce_mean(x:torch.Tensor) -> torch.Tensor:
-    "`x` averaged over processes (itself on one process), differentiable"
-    return _AllReduceMean.apply(x)
-
 # %% ../nbs/06_prototypes.ipynb #ae0c251b
 def sharpen(p:torch.Tensor, # (N, K) probabilities, rows sum to 1
             T:float, # sharpening temperature > 0; T < 1 sharpens, T = 1 is the identity
@@ -188,10 +159,10 @@ def sinkhorn(p:torch.Tensor, # (B, K) target probabilities of this process's bat
     "Sinkhorn-Knopp balancing of a batch of targets over prototypes (sums over processes when distributed)"
     _check_2d('p', p); (iters,) = _counts(0, iters=iters)
     Q = p.T.float()  # (K, B)
-    K, B = Q.shape[0], Q.shape[1] * _world()
-    Q = Q / _sum_all(Q.sum())
+    K, B = Q.shape[0], Q.shape[1] * process_count()
+    Q = Q / all_reduce_sum_(Q.sum())
     for _ in range(iters):
-        Q = Q / _sum_all(Q.sum(dim=1, keepdim=True)) / K  # every prototype gets 1/K of the mass ...
+        Q = Q / all_reduce_sum_(Q.sum(dim=1, keepdim=True)) / K  # every prototype gets 1/K of the mass ...
         Q = Q / Q.sum(dim=0, keepdim=True) / B            # ... and every sample 1/B
     return (Q * B).T.to(p.dtype)
 
@@ -374,15 +345,6 @@ def effective_rank(x:torch.Tensor, # (N, D) features
     p = s / s.sum()
     return float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))
 
-def knn_accuracy(x:torch.Tensor, # (N, D) features
-                 y:torch.Tensor, # (N,) labels
-                ) -> float: # leave-one-out 1-nearest-neighbour accuracy under cosine similarity
-    "How often an image's nearest other image (cosine) has its label"
-    _check_labels(x, y)
-    f = F.normalize(x.float(), dim=1)
-    s = f @ f.T
-    s.fill_diagonal_(-2)
-    return float((y[s.argmax(dim=1)] == y).float().mean())
 
 # %% ../nbs/06_prototypes.ipynb #7ad33c48
 def center_images(ds, # a dataset of (PIL image, label)
@@ -408,7 +370,7 @@ def collapse_stats(model:MSN, # evaluated with its target encoder (in eval mode)
     p_bar = p.mean(dim=0)
     out = dict(used=float(p.argmax(dim=1).unique().numel()), H_mean=float(-(p_bar * p_bar.clamp_min(1e-12).log()).sum()),
                rank=effective_rank(f), rank_z=effective_rank(z))
-    if y is not None: out['knn'] = knn_accuracy(f, y)
+    if y is not None: out['knn'] = knn_eval(f, y, k=1)
     return out
 
 # %% ../nbs/06_prototypes.ipynb #34621519
