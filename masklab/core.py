@@ -12,11 +12,12 @@ import numpy as np
 import contextlib
 import torch
 import matplotlib.pyplot as plt
+from PIL import Image
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'check_int', 'check_float', 'check_choice', 'patchify', 'unpatchify',
            'seed_everything', 'seed_worker', 'derive_seed', 'get_device', 'full_precision', 'normalize', 'denormalize',
-           'to_hwc', 'show_images', 'under_test', 'pick']
+           'to_rgb', 'to_hwc', 'show_images', 'under_test', 'pick']
 
 # %% ../nbs/00_core.ipynb #688552fd
 def check_int(name:str, value, min_value:int|None=None, max_value:int|None=None) -> int:
@@ -163,6 +164,15 @@ def denormalize(x:torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.T
     return x * s + m
 
 # %% ../nbs/00_core.ipynb #97f41af1
+def to_rgb(img) -> Image.Image:
+    "A PIL image, or an HxW / HxWxC uint8 array, as an RGB PIL image (grayscale is repeated, alpha dropped)"
+    if isinstance(img, np.ndarray):
+        if img.dtype != np.uint8: raise TypeError(f"img arrays must be uint8, got dtype {img.dtype}")
+        if img.ndim not in (2, 3): raise ValueError(f"img arrays must be HxW or HxWxC, got shape {img.shape}")
+        img = Image.fromarray(img)
+    if not isinstance(img, Image.Image): raise TypeError(f"img must be a PIL image or a uint8 array, got {type(img).__name__}")
+    return img if img.mode == 'RGB' else img.convert('RGB')
+
 def to_hwc(img, denorm:bool=False) -> np.ndarray:
     "An image (tensor CHW/HW, array HWC/HW, or PIL) as a float HWC or HW array in [0, 1] for display"
     if hasattr(img, 'convert') and not isinstance(img, (np.ndarray, torch.Tensor)): img = np.asarray(img)

@@ -1,4 +1,4 @@
-"""Real images with no download, real-scale datasets with the real loaders, and the SimMIM and MSN views.
+"""Real images with no download, real-scale datasets with the real loaders, and a loader whose batches ignore the worker and process counts (the views are `01a_views`).
 
 Docs: https://masklab.github.io/masklab/data.html.md"""
 
@@ -9,39 +9,34 @@ from __future__ import annotations
 import logging, math
 from pathlib import Path
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader
-from PIL import Image, ImageFilter, UnidentifiedImageError
-from torchvision.transforms import v2
-from torchvision.ops import roi_align
+from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from .core import (check_int, check_float, check_choice, derive_seed, seed_worker, IMAGENET_MEAN,
-                          IMAGENET_STD)
+from .core import check_int, check_float, check_choice, derive_seed, seed_worker, to_rgb
+from .views import *  # SimMIM's and MSN's views, per image and in batches: 01a_views
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PHOTO_NAMES', 'BUNDLED', 'VIEW_PARAMS', 'BLUR_SIGMA', 'CHUNK_BYTES', 'VIEW_DEVICES', 'to_rgb', 'ImageDataset',
-           'photos', 'photo_crops', 'digits', 'mnist', 'ImageFolderDataset', 'tv_dataset', 'check_data', 'get_dataset',
-           'simmim_transform', 'RandomGaussianBlur', 'msn_view', 'MSNViews', 'Views', 'collate_views', 'EpochSampler',
-           'make_loader', 'ViewSpec', 'draw_view_params', 'DecodedViews', 'collate_decoded', 'image_list',
-           'crop_resize', 'adjust_brightness_', 'adjust_contrast_', 'adjust_saturation_', 'adjust_hue_',
-           'gaussian_blur_', 'BatchViews', 'MaskedView', 'collate_masked', 'msn_view_specs', 'view_pipeline',
-           'channel_stats', 'OnDevice', 'method_views']
+__all__ = ['log', 'PHOTO_NAMES', 'BUNDLED', 'ImageDataset', 'photos', 'photo_crops', 'digits', 'mnist', 'ImageFolderDataset',
+           'tv_dataset', 'check_data', 'get_dataset', 'Views', 'EpochSampler', 'make_loader', 'to_rgb',
+           'simmim_transform', 'RandomGaussianBlur', 'msn_view', 'MSNViews', 'collate_views', 'VIEW_PARAMS',
+           'BLUR_SIGMA', 'CHUNK_BYTES', 'VIEW_DEVICES', 'ViewSpec', 'draw_view_params', 'DecodedViews',
+           'collate_decoded', 'image_list', 'crop_resize', 'adjust_brightness_', 'adjust_contrast_',
+           'adjust_saturation_', 'adjust_hue_', 'gaussian_blur_', 'BatchViews', 'MaskedView', 'collate_masked',
+           'msn_view_specs', 'view_pipeline', 'channel_stats', 'OnDevice', 'method_views']
+
+# %% ../nbs/01_data.ipynb #25c4d0f8
+# the views moved to `masklab.views` (and `to_rgb` to `masklab.core`); they stay importable from `masklab.data`
+_all_ = ['to_rgb', 'simmim_transform', 'RandomGaussianBlur', 'msn_view', 'MSNViews', 'collate_views', 'VIEW_PARAMS', 'BLUR_SIGMA',
+         'CHUNK_BYTES', 'VIEW_DEVICES', 'ViewSpec', 'draw_view_params', 'DecodedViews', 'collate_decoded',
+         'image_list', 'crop_resize', 'adjust_brightness_', 'adjust_contrast_', 'adjust_saturation_',
+         'adjust_hue_', 'gaussian_blur_', 'BatchViews', 'MaskedView', 'collate_masked', 'msn_view_specs',
+         'view_pipeline', 'channel_stats', 'OnDevice', 'method_views']
 
 # %% ../nbs/01_data.ipynb #117b27ca
-def to_rgb(img) -> Image.Image:
-    "A PIL image, or an HxW / HxWxC uint8 array, as an RGB PIL image (grayscale is repeated, alpha dropped)"
-    if isinstance(img, np.ndarray):
-        if img.dtype != np.uint8: raise TypeError(f"img arrays must be uint8, got dtype {img.dtype}")
-        if img.ndim not in (2, 3): raise ValueError(f"img arrays must be HxW or HxWxC, got shape {img.shape}")
-        img = Image.fromarray(img)
-    if not isinstance(img, Image.Image): raise TypeError(f"img must be a PIL image or a uint8 array, got {type(img).__name__}")
-    return img if img.mode == 'RGB' else img.convert('RGB')
-
 class ImageDataset(Dataset):
     "Images held in memory (a uint8 array (N, H, W[, C]) or a list of PIL images), with integer labels"
     def __init__(self, images, labels:Sequence[int], classes:Sequence[str], name:str='images'):
@@ -210,55 +205,6 @@ def get_dataset(spec:str, # 'photos' | 'digits' | 'mnist' | 'cifar10:ROOT' | 'ci
     if name in _TV and root: return tv_dataset(name, root, split, download)
     return ImageFolderDataset(spec)
 
-# %% ../nbs/01_data.ipynb #a28c0313
-def simmim_transform(img_size:int=192, # output side (192 for Swin, 224 for ViT)
-                     scale=(0.67, 1.0), ratio=(3/4, 4/3), hflip:float=0.5,
-                     mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Compose:
-    "SimMIM's pre-training view: RandomResizedCrop + flip + normalize, PIL in, (3, img_size, img_size) tensor out"
-    img_size = check_int('img_size', img_size, 8)
-    return v2.Compose([v2.RandomResizedCrop(img_size, scale=tuple(scale), ratio=tuple(ratio), antialias=True),
-                       v2.RandomHorizontalFlip(hflip), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(mean, std), v2.ToPureTensor()])
-
-# %% ../nbs/01_data.ipynb #13029644
-class RandomGaussianBlur(torch.nn.Module):
-    "PIL Gaussian blur with probability `p` and a radius drawn uniformly from [radius_min, radius_max]"
-    def __init__(self, p:float=0.5, radius_min:float=0.1, radius_max:float=2.0):
-        super().__init__()
-        self.p, self.radius_min, self.radius_max = check_float('p', p, 0, 1), radius_min, radius_max
-    def forward(self, img):
-        if torch.rand(1).item() >= self.p: return img
-        r = self.radius_min + torch.rand(1).item() * (self.radius_max - self.radius_min)
-        return img.filter(ImageFilter.GaussianBlur(radius=r))
-
-def msn_view(size:int, scale, jitter:float=0.4, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Compose:
-    "One MSN view: RandomResizedCrop(size, scale), flip, colour jitter p=0.8, grayscale p=0.2, blur p=0.5, normalize"
-    return v2.Compose([
-        v2.RandomResizedCrop(check_int('size', size, 8), scale=tuple(scale), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(jitter, jitter, jitter, jitter / 4)], p=0.8),
-        v2.RandomGrayscale(p=0.2), RandomGaussianBlur(0.5),
-        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()])
-
-class MSNViews:
-    "MSN's multi-view transform: PIL image in, [target, *rand_anchors, *focal_anchors] tensors out"
-    def __init__(self, rand_size:int=224, focal_size:int=96, rand_views:int=1, focal_views:int=10,
-                 rand_scale=(0.3, 1.0), focal_scale=(0.05, 0.3), jitter:float=0.4):
-        self.rand_views, self.focal_views = check_int('rand_views', rand_views, 0), check_int('focal_views', focal_views, 0)
-        if rand_views + focal_views == 0: raise ValueError("rand_views + focal_views must be >= 1: MSN needs an anchor")
-        for n, s in (('rand_scale', rand_scale), ('focal_scale', focal_scale)):
-            if len(s) != 2 or not 0 < s[0] <= s[1] <= 1: raise ValueError(f"{n} must be (lo, hi) with 0 < lo <= hi <= 1, got {s!r}")
-        self.rand_size, self.focal_size = rand_size, focal_size
-        self.rand_scale, self.focal_scale, self.jitter = tuple(rand_scale), tuple(focal_scale), jitter
-        self.rand, self.focal = msn_view(rand_size, rand_scale, jitter), msn_view(focal_size, focal_scale, jitter)
-    @property
-    def n_views(self): return 1 + self.rand_views + self.focal_views
-    def __call__(self, img) -> list[torch.Tensor]:
-        return [self.rand(img) for _ in range(1 + self.rand_views)] + [self.focal(img) for _ in range(self.focal_views)]
-    def __repr__(self):
-        return (f"MSNViews(1 target + {self.rand_views} anchor @ {self.rand_size}px, "
-                f"{self.focal_views} focal @ {self.focal_size}px)")
-
 # %% ../nbs/01_data.ipynb #6ae735d3
 class Views(Dataset):
     "Apply `transform` to `ds[i]`'s image with torch seeded from (seed, epoch, i); returns (views, label)"
@@ -271,23 +217,6 @@ class Views(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, self.epoch, int(i)))
             return self.transform(img), y
-
-# %% ../nbs/01_data.ipynb #fa19ce6c
-def collate_views(batch:Sequence) -> dict:
-    "Collate (views, label) samples: dict(target, anchors=[view-major group per resolution], label), or dict(image, label)"
-    if not batch: raise ValueError("batch must not be empty")
-    views, labels = zip(*batch)
-    label = torch.as_tensor(labels)
-    if isinstance(views[0], torch.Tensor): return dict(image=torch.stack(views), label=label)
-    n = len(views[0])
-    if any(len(v) != n for v in views): raise ValueError("every sample in a batch must have the same number of views")
-    out = dict(target=torch.stack([v[0] for v in views]), anchors=[], label=label)
-    for k in range(1, n):
-        group = torch.stack([v[k] for v in views])
-        if out['anchors'] and out['anchors'][-1][-1].shape[1:] == group.shape[1:]: out['anchors'][-1].append(group)
-        else: out['anchors'].append([group])
-    out['anchors'] = [torch.cat(g) for g in out['anchors']]
-    return out
 
 # %% ../nbs/01_data.ipynb #9049ca21
 class EpochSampler(torch.utils.data.Sampler):
@@ -331,333 +260,3 @@ def make_loader(ds:Dataset, # a dataset of (image, label)
         if isinstance(ds, Views): ds.set_epoch(epoch)
     dl.set_epoch = set_epoch
     return dl
-
-# %% ../nbs/01_data.ipynb #539d54cd
-VIEW_PARAMS = ('x0', 'y0', 'w', 'h', 'flip', 'jitter', 'brightness', 'contrast', 'saturation', 'hue',
-               'order0', 'order1', 'order2', 'order3', 'gray', 'sigma')
-_P = {k: i for i, k in enumerate(VIEW_PARAMS)}
-_N_UNIFORMS = 53  # 10 crop attempts x 4, flip, jitter?, 4 factors, 4 for the order, gray?, blur?, sigma
-
-BLUR_SIGMA = (0.1, 2.0)  # the blur's std range in pixels (RandomGaussianBlur's radius_min, radius_max)
-
-class ViewSpec(NamedTuple):
-    "One view's recipe: output side, crop scale and ratio ranges, flip probability, and whether it gets MSN's colour work"
-    size:int
-    scale:tuple = (0.08, 1.0)
-    ratio:tuple = (3/4, 4/3)
-    hflip:float = 0.5
-    colour:bool = False
-
-def _check_spec(s) -> ViewSpec:
-    s = ViewSpec(*s)
-    check_int('size', s.size, 8)
-    if len(s.scale) != 2 or not 0 < s.scale[0] <= s.scale[1]: raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi, got {s.scale!r}")
-    if len(s.ratio) != 2 or not 0 < s.ratio[0] <= s.ratio[1]: raise ValueError(f"ratio must be (lo, hi) with 0 < lo <= hi, got {s.ratio!r}")
-    check_float('hflip', s.hflip, 0, 1)
-    return ViewSpec(s.size, tuple(float(v) for v in s.scale), tuple(float(v) for v in s.ratio), float(s.hflip), bool(s.colour))
-
-def _crop_boxes(u:np.ndarray, H:int, W:int, scale, ratio) -> np.ndarray:
-    "RandomResizedCrop's boxes from uniforms u (V, 10, 4): up to 10 tries at (area, log-ratio, top, left), else a centre crop"
-    area, lr = H * W, np.log(ratio)
-    target = area * (scale[:, :1] + u[..., 0] * (scale[:, 1:] - scale[:, :1]))
-    aspect = np.exp(lr[:, :1] + u[..., 1] * (lr[:, 1:] - lr[:, :1]))
-    w, h = np.round(np.sqrt(target * aspect)), np.round(np.sqrt(target / aspect))
-    ok = (w > 0) & (w <= W) & (h > 0) & (h <= H)
-    r, first, found = np.arange(len(u)), ok.argmax(1), ok.any(1)
-    w, h = w[r, first], h[r, first]
-    y0, x0 = np.floor(u[r, first, 2] * (H - h + 1)), np.floor(u[r, first, 3] * (W - w + 1))
-    lo, hi = ratio.min(1), ratio.max(1)  # the fallback: the whole image, its ratio clamped to the range
-    fw = np.where(W / H > hi, np.round(H * hi), W); fh = np.where(W / H < lo, np.round(W / lo), H)
-    return np.stack([np.where(found, x0, (W - fw) // 2), np.where(found, y0, (H - fh) // 2),
-                     np.where(found, w, fw), np.where(found, h, fh)], 1)
-
-def draw_view_params(specs:Sequence[ViewSpec], # the views of one image
-                     height:int, width:int, # the image's size
-                     jitter:float=0.4, p_jitter:float=0.8, p_gray:float=0.2, p_blur:float=0.5, blur=None,
-                    ) -> torch.Tensor: # (len(specs), len(VIEW_PARAMS)) float32
-    "Every random choice of an image's views, from torch's generator in one call: crop, flip, jitter, grayscale, blur"
-    V, blur = len(specs), BLUR_SIGMA if blur is None else blur
-    u = torch.rand(V, _N_UNIFORMS, dtype=torch.float64).numpy()
-    out = np.zeros((V, len(VIEW_PARAMS)))
-    scale, ratio = np.array([s.scale for s in specs], float), np.array([s.ratio for s in specs], float)
-    out[:, :4] = _crop_boxes(u[:, :40].reshape(V, 10, 4), height, width, scale, ratio)
-    out[:, _P['flip']] = u[:, 40] < np.array([s.hflip for s in specs])
-    colour = np.array([s.colour for s in specs])
-    lo = max(0.0, 1 - jitter)
-    out[:, _P['jitter']] = colour & (u[:, 41] < p_jitter)
-    out[:, _P['brightness']:_P['hue']] = lo + u[:, 42:45] * (1 + jitter - lo)
-    out[:, _P['hue']] = (2 * u[:, 45] - 1) * jitter / 4
-    out[:, _P['order0']:_P['order3'] + 1] = np.argsort(u[:, 46:50], 1)
-    out[:, _P['gray']] = colour & (u[:, 50] < p_gray)
-    out[:, _P['sigma']] = np.where(colour & (u[:, 51] < p_blur), blur[0] + u[:, 52] * (blur[1] - blur[0]), 0)
-    return torch.from_numpy(out).float()
-
-# %% ../nbs/01_data.ipynb #32075c86
-class DecodedViews:
-    "The loader side of the batched views: PIL image in, (uint8 HxWx3 tensor, view parameters[, SimMIM mask]) out"
-    def __init__(self, specs:Sequence[ViewSpec], jitter:float=0.4, mask:tuple|None=None):
-        if not specs: raise ValueError("specs must hold at least one ViewSpec")
-        self.specs, self.jitter, self.mask = [_check_spec(s) for s in specs], check_float('jitter', jitter, 0, 1), mask
-    def __call__(self, img):
-        a = torch.from_numpy(np.array(to_rgb(img), dtype=np.uint8))  # (H, W, 3), a copy the tensor owns
-        p = draw_view_params(self.specs, a.shape[0], a.shape[1], self.jitter)
-        if self.mask is None: return a, p
-        from masklab.masking import random_unit_masks
-        return a, p, random_unit_masks(1, *self.mask)[0]
-    def __repr__(self): return f"DecodedViews({len(self.specs)} views{', with masks' if self.mask else ''})"
-
-def collate_decoded(batch:Sequence) -> dict:
-    "Collate DecodedViews samples: images (a list of HxWx3 uint8 tensors: sizes may differ, nothing is copied), view_params, label[, mask]"
-    if not batch: raise ValueError("batch must not be empty")
-    samples, labels = zip(*batch)
-    out = dict(images=[s[0] for s in samples], view_params=torch.stack([s[1] for s in samples]), label=torch.as_tensor(labels))
-    if len(samples[0]) > 2: out['mask'] = torch.stack([s[2] for s in samples])
-    return out
-
-def image_list(images:Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    "The images of a `collate_decoded` batch as (3, H, W) uint8 views with channels-last strides, no copy"
-    bad = [tuple(a.shape) for a in images if not isinstance(a, torch.Tensor) or a.dtype != torch.uint8 or a.ndim != 3 or a.shape[-1] != 3]
-    if bad: raise ValueError(f"images must be HxWx3 uint8 tensors, got shapes {bad}")
-    return [a.permute(2, 0, 1) for a in images]
-
-# %% ../nbs/01_data.ipynb #8b5552a9
-def crop_resize(images:list, # (3, H, W) uint8 images (sizes may differ), all on one device
-                sample:torch.Tensor, # (K,) which image each crop comes from
-                boxes:torch.Tensor, # (K, 4) x0, y0, w, h in pixels
-                flip:torch.Tensor, # (K,) bool: mirror the crop left-right
-                size:int, # output side
-                mode:str='auto', # 'loop': one antialiased resize per crop; 'roi_align': one call for all; 'auto': loop on CPU
-               ) -> torch.Tensor: # (K, 3, size, size) float32 in [0, 1]
-    "Crop each box out of its image and resize it to size x size (bilinear, antialiased or area-sampled), flipped where asked"
-    mode = check_choice('mode', mode, ('auto', 'loop', 'roi_align'))
-    dev = images[0].device
-    if mode == 'auto': mode = 'loop' if dev.type == 'cpu' else 'roi_align'
-    if mode == 'loop':
-        out = torch.empty(len(sample), 3, size, size, device=dev)
-        for k, (b, (x0, y0, w, h), f) in enumerate(zip(sample.tolist(), boxes.long().tolist(), flip.tolist())):
-            v = F.interpolate(images[b][None, :, y0:y0 + h, x0:x0 + w], size=(size, size), mode='bilinear',
-                              antialias=True, align_corners=False)[0]
-            out[k].copy_(v.flip(-1) if f else v).mul_(1 / 255)  # to float in [0, 1] while the crop is in cache
-        return out
-    H, W = max(int(i.shape[1]) for i in images), max(int(i.shape[2]) for i in images)
-    canvas = torch.zeros(len(images), 3, H + 1, W + 1, device=dev)  # one replicated edge row and column past each
-    for k, im in enumerate(images):                                 # image: bilinear reads at the border see no zeros
-        h, w = im.shape[1:]
-        canvas[k, :, :h, :w] = im
-        canvas[k, :, h, :w] = im[:, -1]
-        canvas[k, :, :h + 1, w] = canvas[k, :, :h + 1, w - 1]
-    bx = boxes.to(dev, torch.float32)
-    rois = torch.cat([sample.to(dev, torch.float32)[:, None], bx[:, :2], bx[:, :2] + bx[:, 2:]], 1)
-    out = roi_align(canvas, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True).div_(255)
-    return torch.where(flip.to(dev)[:, None, None, None], out.flip(-1), out)
-
-# %% ../nbs/01_data.ipynb #f83fb773
-_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert('L') and torchvision
-def _gray(x): return (x[:, 0] * _GRAY[0]).add_(x[:, 1], alpha=_GRAY[1]).add_(x[:, 2], alpha=_GRAY[2]).unsqueeze(1)
-def _bcast(f): return f.view(-1, 1, 1, 1)
-
-def adjust_brightness_(x, f): return x.mul_(_bcast(f)).clamp_(0, 1)
-def adjust_contrast_(x, f):
-    f, m = _bcast(f), _gray(x).mean((1, 2, 3), keepdim=True)  # the mean gray level before the change
-    return x.mul_(f).add_(m * (1 - f)).clamp_(0, 1)
-def adjust_saturation_(x, f):
-    f = _bcast(f)
-    g = _gray(x).mul_(1 - f)
-    return x.mul_(f).add_(g).clamp_(0, 1)
-def adjust_hue_(x, shift):
-    "Rotate the HSV hue by `shift` (a fraction of a turn), per image; value and saturation are kept"
-    r, g, b = (x[:, k].contiguous() for k in range(3))  # contiguous planes: strided ones are several times slower
-    maxc, minc = torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
-    delta = maxc - minc
-    h = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(delta, alpha=2), (r - g).add_(delta, alpha=4)))
-    h = h.div_(delta.clamp(min=1e-30)).add_(6 * shift.view(-1, 1, 1))  # hue in sixths of a turn, shifted
-    h = h.sub_(torch.floor(h * (1 / 6)).mul_(6))  # into [0, 6)
-    for k, c in enumerate((3., 1., -1.)):  # each channel: value - delta * a trapezoid of its distance from its plateau
-        d = h + c
-        d = torch.minimum(d.abs(), d.sub_(6).abs_())  # circular distance: h + c lies in [-1, 9)
-        x[:, k] = torch.addcmul(maxc, delta, d.sub_(2).clamp_(-1, 0))  # maxc - delta * clamp(2 - d, 0, 1)
-    return x
-
-_JITTER = ((adjust_brightness_, 'brightness'), (adjust_contrast_, 'contrast'), (adjust_saturation_, 'saturation'),
-           (adjust_hue_, 'hue'))
-
-def gaussian_blur_(x, sigma, radius:int|None=None):
-    "Blur each image with its own Gaussian (std `sigma` pixels; kernel `radius`, default 3 sigma, each side; edges replicated), in place"
-    n, c, H, W = x.shape
-    R = math.ceil(3 * float(sigma.max())) if radius is None else radius
-    t = torch.arange(-R, R + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-t ** 2 / (2 * sigma.to(x).view(-1, 1) ** 2))
-    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)
-    y = F.pad(x.reshape(1, n * c, H, W), (R, R, R, R), mode='replicate')
-    y = F.conv2d(F.conv2d(y, k.view(n * c, 1, -1, 1), groups=n * c), k.view(n * c, 1, 1, -1), groups=n * c)
-    return x.copy_(y.view(n, c, H, W))
-
-# %% ../nbs/01_data.ipynb #9cb38641
-class BatchViews:
-    "The device side of the batched views: a `collate_decoded` batch in, the batch dict of the per-image path out"
-    def __init__(self, specs:Sequence[ViewSpec], # the views of every image, in the order the per-image path makes them
-                 kind:str='msn', # 'msn': dict(target, anchors, label); 'simmim': dict(image, mask, label); 'image': dict(image, label)
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 crop:str='auto', # how crops are resized: see `crop_resize`
-                 strategy:str='auto', # 'runs' (views sorted by jitter order, in place: CPU) | 'masked' (no host work: GPU)
-                ):
-        self.specs, self.kind = [_check_spec(s) for s in specs], check_choice('kind', kind, ('msn', 'simmim', 'image'))
-        self.crop = check_choice('crop', crop, ('auto', 'loop', 'roi_align'))
-        self.strategy = check_choice('strategy', strategy, ('auto', 'runs', 'masked'))
-        self.mean, self.std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-        if kind != 'msn' and len(self.specs) != 1: raise ValueError(f"kind {kind!r} takes one view, got {len(self.specs)} specs")
-        self.groups = [[0]]  # the target alone, then runs of equal-size anchors (as `collate_views` groups them)
-        for k in range(1, len(self.specs)):
-            if len(self.groups) > 1 and self.specs[k].size == self.specs[self.groups[-1][0]].size: self.groups[-1].append(k)
-            else: self.groups.append([k])
-
-    def views(self, images:list, params:torch.Tensor, which:Sequence[int]) -> torch.Tensor:
-        "Views `which` of every image, view-major: (len(which) * B, 3, size, size), normalized"
-        B, dev, size = len(images), images[0].device, self.specs[which[0]].size
-        colour = any(self.specs[k].colour for k in which)
-        strategy = self.strategy if self.strategy != 'auto' else ('runs' if dev.type == 'cpu' else 'masked')
-        p = params[:, list(which)].transpose(0, 1).reshape(-1, params.shape[-1])  # one row per view, view-major
-        sample = torch.arange(B).repeat(len(which))
-        if strategy == 'masked' or not colour:
-            p = p.to(dev, non_blocking=True)
-            x = crop_resize(images, sample, p[:, :4], p[:, _P['flip']] > 0, size, self.crop)
-            if colour: _colour_masked(x, p)
-            return x.sub_(self.mean.to(dev).view(1, 3, 1, 1)).div_(self.std.to(dev).view(1, 3, 1, 1))
-        p = p.cpu()
-        o = p[:, _P['order0']:_P['order3'] + 1].long()
-        code = torch.where(p[:, _P['jitter']] > 0, 1 + o[:, 0] * 64 + o[:, 1] * 16 + o[:, 2] * 4 + o[:, 3], 0)
-        order = (code * 2 + (p[:, _P['gray']] > 0)).argsort(stable=True)  # runs of one jitter order, gray views last
-        p, code = p[order], code[order]
-        x = crop_resize(images, sample[order], p[:, :4], p[:, _P['flip']] > 0, size, self.crop)
-        return _colour_runs(x, p, code, order.to(dev), self.mean.to(dev).view(1, 3, 1, 1), self.std.to(dev).view(1, 3, 1, 1))
-
-    def __call__(self, batch:dict, device=None) -> dict:
-        "Make the views of a `collate_decoded` batch on `device` (default: where its images are)"
-        if not isinstance(batch, dict) or not {'images', 'view_params', 'label'} <= set(batch):
-            got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-            raise TypeError(f"batch must be a dict from collate_decoded (images, view_params, label), got {got}")
-        dev = torch.device(device) if device is not None else batch['view_params'].device
-        params = batch['view_params']
-        if params.ndim != 3 or params.shape[1] != len(self.specs):
-            raise ValueError(f"view_params has shape {tuple(params.shape)}; these BatchViews make {len(self.specs)} views per image")
-        images = image_list([a.to(dev, non_blocking=True) for a in batch['images']])
-        label = batch['label'].to(dev, non_blocking=True)
-        if self.kind == 'msn':
-            return dict(target=self.views(images, params, self.groups[0]),
-                        anchors=[self.views(images, params, g) for g in self.groups[1:]], label=label)
-        image = self.views(images, params, [0])
-        if self.kind == 'image': return dict(image=image, label=label)
-        return dict(image=image, mask=batch['mask'].to(dev, non_blocking=True), label=label)
-    def __repr__(self): return f"BatchViews({self.kind}, {len(self.specs)} views, groups {[len(g) for g in self.groups]})"
-
-CHUNK_BYTES = 2 ** 21  # the views changed together on a CPU: about 2 MB, so that the ~60 passes of jitter stay in cache
-
-def _colour_runs(x, p, code, order, mean, std):
-    "Jitter, grayscale, normalization and blur planned on the host on views sorted by jitter order; the views in `order`'s places"
-    pd, start, gray, out = p.to(x.device, non_blocking=True), 0, (p[:, _P['gray']] > 0).tolist(), torch.empty_like(x)
-    step = max(1, CHUNK_BYTES // (x[0].numel() * x.element_size()))
-    for c, n in zip(*[t.tolist() for t in torch.unique_consecutive(code, return_counts=True)]):
-        for a in range(start, start + n, step):  # cache-sized slices of the run: whole runs are memory-bound
-            b = min(a + step, start + n)
-            if c:
-                for slot in range(4):
-                    op, name = _JITTER[int(p[start, _P['order0'] + slot])]
-                    op(x[a:b], pd[a:b, _P[name]])
-            g = a + gray[a:b].index(True) if True in gray[a:b] else b
-            if g < b: x[g:b] = _gray(x[g:b])  # the run's gray views are its tail
-            out.index_copy_(0, order[a:b], x[a:b].sub_(mean).div_(std))  # normalized before the blur, which commutes
-        start += n                                                       # with it (a normalized kernel, edges replicated)
-    radius = torch.ceil(3 * p[:, _P['sigma']]).long()  # each view's own kernel: no view depends on its batch
-    for R in radius.unique().tolist():
-        if R == 0: continue
-        k = (radius == R).nonzero().flatten()
-        i = order[k.to(x.device)]
-        out.index_copy_(0, i, gaussian_blur_(out.index_select(0, i), pd[k.to(x.device), _P['sigma']], R))
-    return out
-
-def _colour_masked(x, p):
-    "Jitter, grayscale and blur with no host work: every op on every view, with identity factors where it does not apply"
-    on, o = p[:, _P['jitter']] > 0, p[:, _P['order0']:_P['order3'] + 1]
-    ident = x.new_tensor([1., 1., 1., 0.])
-    for slot in range(4):
-        for k, (op, name) in enumerate(_JITTER):
-            op(x, torch.where(on & (o[:, slot] == k), p[:, _P[name]], ident[k]))
-    g = (p[:, _P['gray']] > 0).view(-1, 1, 1, 1)
-    x.copy_(torch.where(g, _gray(x).expand(-1, 3, -1, -1), x))
-    s = p[:, _P['sigma']]
-    gaussian_blur_(x, torch.where(s > 0, s, 1e-3), radius=math.ceil(3 * BLUR_SIGMA[1]))  # 1e-3: the kernel is exactly 1 at 0
-
-# %% ../nbs/01_data.ipynb #efe04c06
-class MaskedView:
-    "SimMIM's view with its mask drawn per image in the data pipeline: PIL in, (image, mask) out"
-    def __init__(self, img_size:int, mask_patch_size:int, model_patch_size:int, mask_ratio:float, **crop):
-        self.view = simmim_transform(img_size, **crop)
-        self.args = (img_size, mask_patch_size, model_patch_size, mask_ratio)
-    def __call__(self, img):
-        from masklab.masking import random_unit_masks
-        return self.view(img), random_unit_masks(1, *self.args)[0]
-
-def collate_masked(batch:Sequence) -> dict:
-    "Collate ((image, mask), label) samples into dict(image, mask, label)"
-    if not batch: raise ValueError("batch must not be empty")
-    views, labels = zip(*batch)
-    return dict(image=torch.stack([v[0] for v in views]), mask=torch.stack([v[1] for v in views]),
-                label=torch.as_tensor(labels))
-
-# %% ../nbs/01_data.ipynb #f2e01505
-def msn_view_specs(views:MSNViews) -> list[ViewSpec]:
-    "The ViewSpecs of an MSNViews: target and random anchors, then focal anchors"
-    return ([ViewSpec(views.rand_size, tuple(views.rand_scale), (3/4, 4/3), 0.5, True)] * (1 + views.rand_views) +
-            [ViewSpec(views.focal_size, tuple(views.focal_scale), (3/4, 4/3), 0.5, True)] * views.focal_views)
-
-VIEW_DEVICES = ('cpu', 'auto')
-
-def view_pipeline(method:str, # 'msn', 'simmim' or 'toy'
-                  views:dict|None=None, # the method's view settings, plus `device`: 'cpu' | 'auto'
-                  device=None, # the training device, or None / 'auto': decided by where each batch is (how crops are resized: `crop_resize`)
-                 ) -> tuple: # (transform, collate, augment or None)
-    "The views of a method: per image with PIL on the loader (device 'cpu'), or decoded there and made in batches on the training device ('auto')"
-    check_choice('method', method, ('msn', 'simmim', 'toy'))
-    views = dict(views or {})
-    where = check_choice('views.device', views.pop('device', 'auto'), VIEW_DEVICES)
-    crop = 'auto' if device in (None, 'auto') else ('loop' if torch.device(device).type == 'cpu' else 'roi_align')  # auto: by where the batch is
-    if method == 'msn':
-        mv = MSNViews(**views)
-        if where == 'cpu': return mv, collate_views, None
-        specs = msn_view_specs(mv)
-        return DecodedViews(specs, mv.jitter), collate_decoded, BatchViews(specs, 'msn', crop=crop)
-    crop_kw = {k: views.pop(k) for k in ('scale', 'ratio', 'hflip') if k in views}
-    if method == 'toy':
-        size = check_int('img_size', views.pop('img_size', 32), 8)
-        if views: raise ValueError(f"views for 'toy' take img_size, scale, ratio, hflip and device; got {sorted(views)}")
-        if where == 'cpu': return simmim_transform(size, **crop_kw), collate_views, None
-        spec = [ViewSpec(size, **{'scale': (0.67, 1.0), **crop_kw})]
-        return DecodedViews(spec), collate_decoded, BatchViews(spec, 'image', crop=crop)
-    need = ('img_size', 'mask_patch_size', 'model_patch_size', 'mask_ratio')
-    missing = [k for k in need if k not in views]
-    if missing: raise ValueError(f"views for 'simmim' need {', '.join(need)}; missing {', '.join(missing)}")
-    args = tuple(views.pop(k) for k in need)
-    if views: raise ValueError(f"views for 'simmim' take {', '.join(need)}, scale, ratio, hflip and device; got {sorted(views)}")
-    if where == 'cpu':
-        return MaskedView(*args, **crop_kw), collate_masked, None
-    from masklab.masking import _unit_plan
-    _unit_plan(*args)  # bad mask settings fail here, not in a worker
-    spec = [ViewSpec(check_int('img_size', args[0], 8), **{'scale': (0.67, 1.0), **crop_kw})]
-    return DecodedViews(spec, mask=args), collate_decoded, BatchViews(spec, 'simmim', crop=crop)
-
-def channel_stats(batch:dict) -> dict:
-    "Per-channel mean and std of each group of views in a batch dict (target, anchors k, image): what two view paths must agree on"
-    groups = {k: batch[k] for k in ('target', 'image') if k in batch}
-    groups.update({f'anchors {k}': a for k, a in enumerate(batch.get('anchors', []))})
-    return {k: (v.float().mean((0, 2, 3)), v.float().std((0, 2, 3))) for k, v in groups.items()}
-
-class OnDevice:
-    "A collate whose batches are finished on the training device: `collate(samples)` in the loader, then `on_device(batch, device)`"
-    def __init__(self, collate:Callable, augment:Callable): self.collate, self.augment = collate, augment
-    def __call__(self, samples): return self.collate(samples)
-    def on_device(self, batch:dict, device) -> dict: return self.augment(batch, device)
-
-def method_views(method:str, views:dict|None=None, device=None) -> tuple[Callable, Callable]:
-    "(transform, collate) of a method's views for the trainer: `view_pipeline`, its device step folded into the collate"
-    transform, collate, augment = view_pipeline(method, views, device)
-    return transform, (collate if augment is None else OnDevice(collate, augment))

@@ -6,11 +6,10 @@ Docs: https://masklab.github.io/masklab/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #7f7443cd
 from __future__ import annotations
-import copy, inspect, json, math, os, random, signal, sys, tempfile, time
+import copy, inspect, json, math, random, signal, sys, tempfile, time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -23,23 +22,25 @@ from .data import Views, EpochSampler, collate_views, simmim_transform, method_v
 from .checkpoints import atomic_write, save_state, load_state, load_into
 from .schedules import *  # parameter groups, schedules, EMA: 08c_schedules
 from .distributed import *  # torchrun's environment, collectives, synchronized BatchNorm: 08d_distributed
+from .compile import *  # the transformer blocks compiled in place: 08e_compile
 
 # %% auto #0
 __all__ = ['FORMAT', 'METHODS', 'ToyMethod', 'SkipSampler', 'optimizer_to_state', 'optimizer_from_state', 'rng_to_state',
-           'rng_from_state', 'check_compile', 'check_cpu_compiler', 'block_owners', 'compile_blocks', 'TrainingError',
-           'checkpoints', 'Trainer', 'state_dict_tensors', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint',
-           'train_step', 'fit', 'register_method', 'available_methods', 'build_method', 'views_device',
-           'default_config', 'check_config_compile', 'resolve_lr', 'load_run', 'NO_DECAY_KEYWORDS', 'param_groups',
-           'scale_lr', 'simmim_lr', 'msn_lr', 'msn_weight_decay', 'msn_momentum', 'SCHEDULES', 'ema_start_for',
-           'Schedule', 'default_schedule', 'ema_update', 'DistEnv', 'init_distributed', 'close_distributed',
-           'process_count', 'all_reduce_sum_', 'all_reduce_mean', 'DistBatchNorm', 'has_batchnorm', 'sync_batchnorm']
+           'rng_from_state', 'TrainingError', 'checkpoints', 'Trainer', 'state_dict_tensors', 'save_checkpoint',
+           'load_checkpoint', 'latest_checkpoint', 'train_step', 'fit', 'register_method', 'available_methods',
+           'build_method', 'views_device', 'default_config', 'check_config_compile', 'resolve_lr', 'load_run',
+           'NO_DECAY_KEYWORDS', 'param_groups', 'scale_lr', 'simmim_lr', 'msn_lr', 'msn_weight_decay', 'msn_momentum',
+           'SCHEDULES', 'ema_start_for', 'Schedule', 'default_schedule', 'ema_update', 'DistEnv', 'init_distributed',
+           'close_distributed', 'process_count', 'all_reduce_sum_', 'all_reduce_mean', 'DistBatchNorm', 'has_batchnorm',
+           'sync_batchnorm', 'check_compile', 'check_cpu_compiler', 'block_owners', 'compile_blocks']
 
 # %% ../nbs/08_train.ipynb #841ff166
-# the names that moved to `masklab.schedules` and `masklab.distributed` stay part of the trainer's public API
+# the names that moved to `masklab.schedules`, `masklab.distributed` and `masklab.compile` stay part of the trainer's public API
 _all_ = ['NO_DECAY_KEYWORDS', 'param_groups', 'scale_lr', 'simmim_lr', 'msn_lr', 'msn_weight_decay', 'msn_momentum',
          'SCHEDULES', 'ema_start_for', 'Schedule', 'default_schedule', 'ema_update',
          'DistEnv', 'init_distributed', 'close_distributed', 'process_count', 'all_reduce_sum_', 'all_reduce_mean',
-         'DistBatchNorm', 'has_batchnorm', 'sync_batchnorm']
+         'DistBatchNorm', 'has_batchnorm', 'sync_batchnorm',
+         'check_compile', 'check_cpu_compiler', 'block_owners', 'compile_blocks']
 
 # %% ../nbs/08_train.ipynb #132fbed6
 class ToyMethod(nn.Module):
@@ -132,45 +133,6 @@ def rng_from_state(tensors:dict, meta:dict):
     if cuda and torch.cuda.is_available(): torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
     n = meta['numpy']; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
     p = meta['python']; random.setstate((p[0], tuple(p[1]), p[2]))
-
-# %% ../nbs/08_train.ipynb #57d3bc1f
-def check_compile(compile, # False | True | a torch.compile backend name
-                 ) -> str|None: # the backend, or None for eager
-    "The torch.compile backend `compile` asks for: None for False, 'inductor' for True, else a known backend"
-    if compile is None or compile is False: return None
-    if compile is True: return 'inductor'
-    backends = torch.compiler.list_backends(exclude_tags=())
-    if isinstance(compile, str) and compile in backends: return compile
-    raise ValueError(f"compile must be true, false or a torch.compile backend ({', '.join(backends)}), got {compile!r}")
-
-def check_cpu_compiler(backend:str|None, device) -> None:
-    "Inductor builds CPU kernels with a C++ compiler: refuse compile=True on a CPU without one, before any work"
-    if backend != 'inductor' or torch.device(device).type != 'cpu': return
-    try: from torch._inductor.cpp_builder import get_cpp_compiler  # torch's own search (CXX, g++, clang++)
-    except ImportError: return  # a torch that moved it: let the first step say what is missing
-    try: get_cpp_compiler()
-    except Exception as e:
-        raise ValueError(f"compile=True on a CPU needs a C++ compiler, which inductor builds its kernels with; none was "
-                         f"found ({type(e).__name__}). Install g++ or clang++, or use compile=False") from None
-
-def block_owners(model:nn.Module) -> list[str]:
-    "The modules of `model` that hold a `blocks` list (timm ViTs, Swin stages); refuses a model with none"
-    owners = [n for n, m in model.named_modules() if isinstance(getattr(m, 'blocks', None), (nn.ModuleList, nn.Sequential))]
-    if not owners:
-        raise ValueError(f"compile: {type(model).__name__} has no transformer blocks (a `blocks` list) to compile; "
-                         "use compile=False")
-    return owners
-
-def compile_blocks(model:nn.Module, # a method or an encoder; every `blocks` list inside it is compiled
-                   backend:str='inductor', # a torch.compile backend (`torch.compiler.list_backends()`)
-                  ) -> list[str]: # the block lists compiled, by name
-    "Compile each transformer block of `model` in place: same parameter names, same numerics up to rounding"
-    name = check_compile(backend)
-    if name is None: raise ValueError(f"backend must name a torch.compile backend, got {backend!r}")
-    owners = block_owners(model)
-    for n in owners:
-        for block in model.get_submodule(n).blocks: block.compile(backend=name)
-    return [f"{n}.blocks" if n else 'blocks' for n in owners]
 
 # %% ../nbs/08_train.ipynb #cae6a725
 class TrainingError(RuntimeError):

@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as TF
 from masklab.data import (VIEW_PARAMS, ViewSpec, BatchViews, DecodedViews, MSNViews, Views, adjust_brightness_,
                           adjust_contrast_, adjust_hue_, adjust_saturation_, channel_stats, collate_decoded, collate_views,
                           crop_resize, draw_view_params, gaussian_blur_, image_list, msn_view_specs, photos, view_pipeline)
-from masklab.data import _gray
+from masklab.views import _gray
 
 COL = {k: i for i, k in enumerate(VIEW_PARAMS)}
 
