@@ -181,14 +181,19 @@ def extract_features(model_or_run, # a SimMIM or MSN model, a `masklab pretrain`
                      batch_size:int=64,
                      device=None, # None: where the model is; or 'cpu' | 'cuda' | 'mps' | 'auto' (the model goes back after)
                      progress:bool=True, # tqdm progress bar
+                     interpolation:str|None=None, # the evaluation resize (None: the method's, `EVAL_INTERPOLATION`)
                     ) -> tuple[torch.Tensor, torch.Tensor]: # features (N, D) float32 on CPU, labels (N,) int64
     "Frozen features of every image of `ds`, taken where the model's paper takes them"
     batch_size, img_size = _check_extract(ds, batch_size, img_size)
-    model, method, run_size = resolve_model(model_or_run)
+    own = getattr(model_or_run, 'features', None)  # any other method with its own `features(x)` (the toy)
+    if isinstance(model_or_run, nn.Module) and callable(own) and getattr(model_or_run, 'method_name', None) not in ('simmim', 'msn'):
+        model, method, run_size = model_or_run, 'features', None
+    else: model, method, run_size = resolve_model(model_or_run)
     block = _check_block(method, block, model)
     home = model_device(model) if model is not None else torch.device('cpu')
     dev = home if device is None else get_device(device)
     if method == 'pixels': fn, size = (lambda x: x.flatten(1)), img_size or 32
+    elif method == 'features': fn, size = model.features, img_size or 32
     elif method == 'msn':
         enc = model.target_encoder.backbone
         fn, size = (lambda x: msn_features(enc, x)), img_size or run_size or enc.patch_embed.img_size[0]
@@ -197,7 +202,7 @@ def extract_features(model_or_run, # a SimMIM or MSN model, a `masklab pretrain`
         fn, size = (lambda x: simmim_features(enc, x, block)), img_size or run_size or enc.patch_embed.img_size[0]
     was = model.training if model is not None else False
     if model is not None: model.eval().to(dev)
-    tf = eval_transform(size, EVAL_INTERPOLATION[method])
+    tf = eval_transform(size, interpolation or EVAL_INTERPOLATION.get(method, 'bicubic'))
     from tqdm.auto import tqdm
     feats, labels = [], []
     try:
@@ -350,7 +355,8 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels,
 # %% ../nbs/09_evaluate.ipynb #54b91cb9
 _SIMMIM_FT = dict(epochs=100, warmup_epochs=20, lr=1.25e-3, warmup_lr=2.5e-7, min_lr=2.5e-7, lr_batch=512, batch_size=2048,
                   weight_decay=0.05, drop_path=0.1, clip_grad=5.0, mixup=0.8, cutmix=1.0, label_smoothing=0.1,
-                  auto_augment='rand-m9-mstd0.5-inc1', color_jitter=0.4, re_prob=0.25, schedule='timm')
+                  auto_augment='rand-m9-mstd0.5-inc1', color_jitter=0.4, re_prob=0.25, schedule='timm',
+                  scale=(0.08, 1.0), hflip=0.5)  # timm's crop scale and flip, which SimMIM's build_transform keeps
 FINETUNE_RECIPES = {
     # SimMIM ViT-B/16 (configs/vit_base__800ep/simmim_finetune__vit_base__img224__800ep.yaml over config.py's defaults)
     'simmim': dict(_SIMMIM_FT, arch='vit', layer_decay=0.65),
@@ -360,7 +366,13 @@ FINETUNE_RECIPES = {
     'mae': dict(epochs=100, warmup_epochs=5, lr=5e-4, warmup_lr=0.0, min_lr=1e-6, lr_batch=256, batch_size=1024,
                 weight_decay=0.05, drop_path=0.1, clip_grad=None, mixup=0.8, cutmix=1.0, label_smoothing=0.1,
                 auto_augment='rand-m9-mstd0.5-inc1', color_jitter=None, re_prob=0.25, schedule='mae', arch='vit',
-                layer_decay=0.65),
+                layer_decay=0.65, scale=(0.08, 1.0), hflip=0.5),
+    # masklab's short run (not a paper's): a few hundred steps on a few hundred labelled 32 px digits. SimMIM's recipe
+    # with what such a run cannot afford taken out: no mixup/cutmix/RandAugment/jitter/erasing (they slow a 300-step
+    # run to chance), crops that keep most of the digit, no flips (a flipped 2 is not a 2), lr 1e-3 per 64 images.
+    'short': dict(_SIMMIM_FT, arch='vit', layer_decay=0.75, epochs=100, warmup_epochs=5, lr=1e-3, warmup_lr=1e-6,
+                  min_lr=1e-6, lr_batch=64, batch_size=64, mixup=0.0, cutmix=0.0, auto_augment=None, color_jitter=None,
+                  re_prob=0.0, scale=(0.6, 1.0), hflip=0.0),
 }
 
 def expand_rel_pos_bias(encoder:nn.Module) -> nn.Module:
@@ -478,7 +490,7 @@ def finetune_transform(img_size:int, cfg:dict):
     from timm.data import create_transform
     from timm.data.auto_augment import RandAugment, posterize
     tf = create_transform(input_size=img_size, is_training=True, color_jitter=cfg['color_jitter'],
-                            auto_augment=cfg['auto_augment'], re_prob=cfg['re_prob'], re_mode='pixel', re_count=1,
+                            auto_augment=cfg['auto_augment'], re_prob=cfg['re_prob'], re_mode='pixel', re_count=1, scale=tuple(cfg['scale']), hflip=cfg['hflip'],
                             interpolation='bicubic', mean=IMAGENET_MEAN, std=IMAGENET_STD)
     for t in tf.transforms:
         for op in (t.ops if isinstance(t, RandAugment) else []):

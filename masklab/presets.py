@@ -63,7 +63,7 @@ def _small(method, img_size, batch, steps=None, epochs=None, log_every=10, data=
 
 # MNIST: 28 px digits resized to 32, a 4-block ViT with 4 px patches (8 x 8 tokens); 20% of each class held out
 MNIST_VIT = dict(patch_size=4, embed_dim=64, depth=4, num_heads=4)
-MNIST_EVAL = dict(knn=True, k=20, heldout=0.2, fewshot=[1, 2, 5], n_splits=3)
+MNIST_EVAL = dict(knn=True, k=20, heldout=0.2, fewshot=[1, 2, 5], n_splits=3, finetune=None)  # finetune: SimMIM's check, opt-in (minutes)
 def _mnist(method):
     if method == 'simmim':
         return _small('simmim', 32, 64, epochs=4, log_every=20, data='mnist', ev=MNIST_EVAL, vit=MNIST_VIT, mask_patch_size=8)

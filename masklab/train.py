@@ -14,12 +14,13 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 from .core import check_int, check_float, check_choice, seed_everything
 from .checkpoints import atomic_write
+from .evaluate import (EVAL_INTERPOLATION, extract_features, knn_eval, few_shot_eval, few_shot_indices, logreg_accuracy,
+                              finetune, train_test_split, FINETUNE_RECIPES)
 from .trainer import *  # the trainer's public names stay importable from `masklab.train`
 from .trainer import Trainer, build_method, available_methods, default_config, check_config_compile, resolve_lr, checkpoints
 
 # %% auto #0
-__all__ = ['LabelledSubset', 'check_eval_config', 'heldout_split', 'embed_dataset', 'run_evaluation', 'few_label_finetune',
-           'pretrain']
+__all__ = ['LabelledSubset', 'check_eval_config', 'heldout_split', 'run_evaluation', 'few_label_finetune', 'pretrain']
 
 # %% ../nbs/08a_pretrain.ipynb #00e73bf8
 class LabelledSubset(Dataset):
@@ -41,45 +42,30 @@ def check_eval_config(ev:dict) -> dict:
     for s in shots: check_int('eval.fewshot', s, 1)
     ft = ev.get('finetune')
     if ft is not None and not isinstance(ft, dict):
-        raise ValueError(f"eval.finetune must be a dict (fractions, epochs, recipe) or null, got {ft!r}")
+        raise ValueError(f"eval.finetune must be a dict (fractions, steps or epochs, recipe) or null, got {ft!r}")
+    if ft:
+        unknown = sorted(set(ft) - {'fractions', 'steps', 'epochs', 'recipe'})
+        if unknown: raise ValueError(f"eval.finetune has an unknown key {unknown[0]!r}; known: fractions, steps, epochs, recipe")
+        for f in ft.get('fractions', [0.1]): check_float('eval.finetune.fractions', f, 0.0, 1.0)
+        if ft.get('steps') is not None: check_int('eval.finetune.steps', ft['steps'], 1)
+        check_choice('eval.finetune.recipe', ft.get('recipe', 'short'), tuple(FINETUNE_RECIPES))
     return ev
 
 def heldout_split(ds, ev:dict) -> tuple[torch.Tensor, torch.Tensor]|None:
     "Stratified (pre-train, held-out) indices when `eval.heldout` > 0 and the data has labels, else None"
-    from masklab.evaluate import train_test_split
     if not ev.get('heldout') or not hasattr(ds, 'labels'): return None
     return train_test_split(torch.as_tensor(list(ds.labels)), ev['heldout'], seed=0)
-
-@torch.no_grad()
-def embed_dataset(model, # a method with `features(x) -> (B, D)`, or 'pixels'
-                  ds, img_size:int, batch_size:int=256, device='cpu',
-                  interpolation:str='bicubic', # the evaluation resize of the method's code (`EVAL_INTERPOLATION`)
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Features (N, D) and labels (N,) of every image of `ds`, through the papers' evaluation resize and centre crop"
-    from masklab.evaluate import eval_transform
-    tf, dev = eval_transform(img_size, interpolation), torch.device(device)
-    pixels = isinstance(model, str) and model == 'pixels'
-    if not pixels:
-        was = model.training
-        model.eval().to(dev)
-    feats, labels = [], []
-    for i in range(0, len(ds), batch_size):
-        items = [ds[j] for j in range(i, min(len(ds), i + batch_size))]
-        x = torch.stack([tf(im) for im, _ in items]).to(dev)
-        feats.append((x.flatten(1) if pixels else model.features(x)).float().cpu()); labels += [int(y) for _, y in items]
-    if not pixels: model.train(was)
-    return torch.cat(feats), torch.as_tensor(labels)
 
 def run_evaluation(models:dict, # name -> a method with `features`, or 'pixels'
                    ds, img_size:int, ev:dict, # the run's data, image size and `eval` settings
                    split=None, # (pre-train, held-out) indices, or None: leave-one-out on `ds`
                    device='cpu', method:str|None=None, # the run's method: its evaluation resize serves every model
+                   seed:int=0, # the run's seed: each fine-tuning run's order and head
                   ) -> dict:
-    "A run's label-efficiency check for each model: weighted k-NN and, when asked, MSN's few-shot logistic regression"
-    from masklab.evaluate import knn_eval, few_shot_eval, few_shot_indices, logreg_accuracy, EVAL_INTERPOLATION
+    "A run's label-efficiency check for each model: weighted k-NN, MSN's few-shot logistic regression and few-label fine-tuning"
     res, interp = {}, EVAL_INTERPOLATION.get(method, 'bicubic')
     for name, model in models.items():
-        x, y = embed_dataset(model, ds, img_size, device=device, interpolation=interp)
+        x, y = extract_features(model, ds, img_size, batch_size=256, device=device, progress=False, interpolation=interp)
         r = res[name] = {}
         if split is None: r['knn'] = knn_eval(x, y, k=min(ev['k'], len(y) - 1))
         else:
@@ -92,13 +78,12 @@ def run_evaluation(models:dict, # name -> a method with `features`, or 'pixels'
                         for idx in (tr[few_shot_indices(y[tr], s, k)] for k in range(ev['n_splits']))]
                 r.setdefault('fewshot', {})[str(s)] = dict(mean=float(np.mean(accs)), std=float(np.std(accs)), accs=accs)
         if ev.get('finetune') and split is not None and not isinstance(model, str):
-            r['finetune'] = few_label_finetune(model, ds, split, ev['finetune'], img_size, device)
+            r['finetune'] = few_label_finetune(model, ds, split, ev['finetune'], img_size, device, seed)
     return res
 
-def few_label_finetune(model, ds, split, ft:dict, # fractions (of the pre-training split's labels), epochs, recipe
-                       img_size:int, device='cpu') -> dict:
+def few_label_finetune(model, ds, split, ft:dict, # fractions (of the pre-training split's labels), steps or epochs, recipe
+                       img_size:int, device='cpu', seed:int=0) -> dict:
     "SimMIM's claim, at few labels: fine-tune the whole encoder on a stratified `fraction` of the labels, test on the held-out part"
-    from masklab.evaluate import finetune, train_test_split
     tr, te = split
     y = torch.as_tensor([ds.labels[i] for i in tr.tolist()])
     out = {}
@@ -106,8 +91,10 @@ def few_label_finetune(model, ds, split, ft:dict, # fractions (of the pre-traini
         labelled = tr[train_test_split(y, check_float('eval.finetune.fractions', frac, 0.0, 1.0), seed=1)[1]]
         sub = LabelledSubset(ds, labelled)
         bs = min(64, len(sub) - len(sub) % 2)
-        r = finetune(model, sub, LabelledSubset(ds, te), ft.get('recipe', 'simmim'), ft.get('epochs', 50), bs,
-                     img_size=img_size, seed=0, device=device, progress=False)
+        # `steps`: the same number of optimizer steps at every fraction (else the smallest fraction gets a handful)
+        epochs = ft['steps'] / (len(sub) // bs) if ft.get('steps') else ft.get('epochs', 50)
+        r = finetune(model, sub, LabelledSubset(ds, te), ft.get('recipe', 'short'), epochs, bs,
+                     img_size=img_size, seed=seed, device=device, progress=False)
         out[str(frac)] = dict(accuracy=r['accuracy'], labels=len(sub), steps=r['steps'])
     return out
 
@@ -186,7 +173,7 @@ def _finish_run(tr:Trainer, cfg:dict, ds, split, summary:dict, out:Path):
         seed_everything(cfg['seed'])
         at_init = build_method(cfg)[0]  # the same weights the run started from: same seed, same builder
         summary['eval'] = run_evaluation({'pretrained': tr.module, 'random_init': at_init, 'pixels': 'pixels'}, ds,
-                                         cfg['img_size'], cfg['eval'], split, tr.env.device, cfg['method'])
+                                         cfg['img_size'], cfg['eval'], split, tr.env.device, cfg['method'], cfg['seed'])
         e = summary['eval']
         summary['knn'] = dict(k=cfg['eval']['k'], accuracy=e['pretrained']['knn'], at_init=e['random_init']['knn'],
                               pixels=e['pixels']['knn'])

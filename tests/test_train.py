@@ -201,3 +201,19 @@ def test_few_label_finetune_uses_a_fraction_of_the_pretraining_labels():
            'model': dict(encoder='simmim_vit_tiny', encoder_kwargs=dict(patch_size=4), head='linear', mask_patch_size=8, mask_ratio=0.6)}
     r = few_label_finetune(build_method(cfg)[0], ds, split, dict(fractions=[0.1], epochs=1, recipe='simmim'), 16)
     assert abs(r['0.1']['labels'] - 0.1 * len(split[0])) <= 10 and 0 <= r['0.1']['accuracy'] <= 1
+
+def test_few_label_finetune_steps_are_the_same_at_every_fraction():
+    "eval.finetune.steps: each fraction fine-tunes for the same number of optimizer steps (1% of labels is not a handful)"
+    from masklab.train import few_label_finetune, heldout_split, check_eval_config
+    from masklab.trainer import build_method, default_config
+    from masklab.data import get_dataset
+    ds = get_dataset('digits')
+    split = heldout_split(ds, dict(heldout=0.2))
+    cfg = {**default_config('simmim'), 'img_size': 16, 'device': 'cpu',
+           'model': dict(encoder='simmim_vit_tiny', encoder_kwargs=dict(patch_size=4, embed_dim=32, depth=1, num_heads=2),
+                         head='linear', mask_patch_size=8, mask_ratio=0.6)}
+    r = few_label_finetune(build_method(cfg)[0], ds, split, dict(fractions=[0.05, 0.2], steps=4), 16)
+    assert r['0.05']['steps'] == r['0.2']['steps'] == 4 and r['0.05']['labels'] < r['0.2']['labels']
+    with pytest.raises(ValueError, match="eval.finetune has an unknown key 'step'"): check_eval_config(dict(finetune=dict(step=3)))
+    with pytest.raises(ValueError, match='eval.finetune.recipe'): check_eval_config(dict(finetune=dict(recipe='beit')))
+    with pytest.raises(ValueError, match='eval.finetune.fractions'): check_eval_config(dict(finetune=dict(fractions=[1.5])))
