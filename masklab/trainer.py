@@ -6,11 +6,10 @@ Docs: https://masklab.github.io/masklab/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #7f7443cd
 from __future__ import annotations
-import copy, inspect, json, math, random, signal, sys, tempfile, time
+import copy, inspect, json, math, signal, sys, tempfile, time
 from contextlib import nullcontext
 from pathlib import Path
 from collections.abc import Callable, Iterator
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -23,24 +22,27 @@ from .checkpoints import atomic_write, save_state, load_state, load_into
 from .schedules import *  # parameter groups, schedules, EMA: 08c_schedules
 from .distributed import *  # torchrun's environment, collectives, synchronized BatchNorm: 08d_distributed
 from .compile import *  # the transformer blocks compiled in place: 08e_compile
+from .train_state import *  # the optimizer and the RNGs as tensors and JSON: 08f_train_state
 
 # %% auto #0
-__all__ = ['FORMAT', 'METHODS', 'ToyMethod', 'SkipSampler', 'optimizer_to_state', 'optimizer_from_state', 'rng_to_state',
-           'rng_from_state', 'TrainingError', 'checkpoints', 'Trainer', 'state_dict_tensors', 'save_checkpoint',
-           'load_checkpoint', 'latest_checkpoint', 'train_step', 'fit', 'register_method', 'available_methods',
-           'build_method', 'views_device', 'default_config', 'check_config_compile', 'resolve_lr', 'load_run',
-           'NO_DECAY_KEYWORDS', 'param_groups', 'scale_lr', 'simmim_lr', 'msn_lr', 'msn_weight_decay', 'msn_momentum',
-           'SCHEDULES', 'ema_start_for', 'Schedule', 'default_schedule', 'ema_update', 'DistEnv', 'init_distributed',
-           'close_distributed', 'process_count', 'all_reduce_sum_', 'all_reduce_mean', 'DistBatchNorm', 'has_batchnorm',
-           'sync_batchnorm', 'check_compile', 'check_cpu_compiler', 'block_owners', 'compile_blocks']
+__all__ = ['METHODS', 'ToyMethod', 'SkipSampler', 'TrainingError', 'checkpoints', 'Trainer', 'state_dict_tensors',
+           'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'train_step', 'fit', 'register_method',
+           'available_methods', 'build_method', 'views_device', 'default_config', 'check_config_compile', 'resolve_lr',
+           'load_run', 'NO_DECAY_KEYWORDS', 'param_groups', 'scale_lr', 'simmim_lr', 'msn_lr', 'msn_weight_decay',
+           'msn_momentum', 'SCHEDULES', 'ema_start_for', 'Schedule', 'default_schedule', 'ema_update', 'DistEnv',
+           'init_distributed', 'close_distributed', 'process_count', 'all_reduce_sum_', 'all_reduce_mean',
+           'DistBatchNorm', 'has_batchnorm', 'sync_batchnorm', 'check_compile', 'check_cpu_compiler', 'block_owners',
+           'compile_blocks', 'FORMAT', 'optimizer_to_state', 'optimizer_from_state', 'rng_to_state', 'rng_from_state']
 
 # %% ../nbs/08_train.ipynb #841ff166
-# the names that moved to `masklab.schedules`, `masklab.distributed` and `masklab.compile` stay part of the trainer's public API
+# the names that moved to `masklab.schedules`, `masklab.distributed`, `masklab.compile` and `masklab.train_state`
+# stay part of the trainer's public API
 _all_ = ['NO_DECAY_KEYWORDS', 'param_groups', 'scale_lr', 'simmim_lr', 'msn_lr', 'msn_weight_decay', 'msn_momentum',
          'SCHEDULES', 'ema_start_for', 'Schedule', 'default_schedule', 'ema_update',
          'DistEnv', 'init_distributed', 'close_distributed', 'process_count', 'all_reduce_sum_', 'all_reduce_mean',
          'DistBatchNorm', 'has_batchnorm', 'sync_batchnorm',
-         'check_compile', 'check_cpu_compiler', 'block_owners', 'compile_blocks']
+         'check_compile', 'check_cpu_compiler', 'block_owners', 'compile_blocks',
+         'FORMAT', 'optimizer_to_state', 'optimizer_from_state', 'rng_to_state', 'rng_from_state']
 
 # %% ../nbs/08_train.ipynb #132fbed6
 class ToyMethod(nn.Module):
@@ -86,53 +88,6 @@ class SkipSampler(Sampler):
         it = iter(self.sampler)
         for _ in range(self.skip): next(it, None)
         return it
-
-# %% ../nbs/08_train.ipynb #e9649268
-FORMAT = 'masklab-train-state/1'  # what a masklab training checkpoint's metadata says it is
-
-# %% ../nbs/08_train.ipynb #1da3c5c6
-def optimizer_to_state(opt:torch.optim.Optimizer) -> tuple[dict, dict]:
-    "An optimizer's state as (tensors, JSON-able dict)"
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for i, st in sd['state'].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor): tensors[f"optim.{i}.{k}"] = v
-            else: scalars[f"{i}.{k}"] = v
-    groups = [{k: v for k, v in g.items() if k != 'names'} for g in sd['param_groups']]
-    return tensors, dict(param_groups=groups, scalars=scalars)
-
-def optimizer_from_state(opt:torch.optim.Optimizer, tensors:dict, meta:dict):
-    "Load what `optimizer_to_state` produced into `opt`"
-    state = {}
-    for k, v in tensors.items():
-        if k.startswith('optim.'):
-            _, i, name = k.split('.', 2)
-            state.setdefault(int(i), {})[name] = v
-    for k, v in meta['scalars'].items():
-        i, name = k.split('.', 1)
-        state.setdefault(int(i), {})[name] = v
-    groups = [{**g, **({'names': og['names']} if 'names' in og else {})} for g, og in zip(meta['param_groups'], opt.param_groups)]
-    for g in groups: g['betas'] = tuple(g['betas']) if 'betas' in g else g.get('betas')
-    opt.load_state_dict(dict(state=state, param_groups=groups))
-
-def rng_to_state() -> tuple[dict, dict]:
-    "The torch (CPU, CUDA), NumPy and Python RNG states as (tensors, JSON-able dict)"
-    tensors = {'rng.torch': torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()): tensors[f'rng.cuda.{i}'] = s
-    npst = np.random.get_state()
-    py = random.getstate()
-    return tensors, dict(numpy=[npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
-                         python=[py[0], list(py[1]), py[2]])
-
-def rng_from_state(tensors:dict, meta:dict):
-    "Restore what `rng_to_state` saved"
-    torch.set_rng_state(tensors['rng.torch'])
-    cuda = sorted((k for k in tensors if k.startswith('rng.cuda.')), key=lambda k: int(k.rsplit('.', 1)[1]))
-    if cuda and torch.cuda.is_available(): torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
-    n = meta['numpy']; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    p = meta['python']; random.setstate((p[0], tuple(p[1]), p[2]))
 
 # %% ../nbs/08_train.ipynb #cae6a725
 class TrainingError(RuntimeError):
