@@ -29,7 +29,7 @@ __all__ = ['log', 'PHOTO_NAMES', 'BUNDLED', 'ImageDataset', 'photos', 'photo_cro
            'msn_view_specs', 'view_pipeline', 'channel_stats', 'OnDevice', 'method_views']
 
 # %% ../nbs/01_data.ipynb #25c4d0f8
-# the views moved to `masklab.views` (and `to_rgb` to `masklab.core`); they stay importable from `masklab.data`
+# the names of `masklab.views` (and `masklab.core`'s `to_rgb`) are part of `masklab.data`'s public API too
 _all_ = ['to_rgb', 'simmim_transform', 'RandomGaussianBlur', 'msn_view', 'MSNViews', 'collate_views', 'VIEW_PARAMS', 'BLUR_SIGMA',
          'CHUNK_BYTES', 'VIEW_DEVICES', 'ViewSpec', 'draw_view_params', 'DecodedViews', 'collate_decoded',
          'image_list', 'crop_resize', 'adjust_brightness_', 'adjust_contrast_', 'adjust_saturation_',

@@ -35,8 +35,8 @@ __all__ = ['METHODS', 'ToyMethod', 'SkipSampler', 'TrainingError', 'checkpoints'
            'compile_blocks', 'FORMAT', 'optimizer_to_state', 'optimizer_from_state', 'rng_to_state', 'rng_from_state']
 
 # %% ../nbs/08_train.ipynb #841ff166
-# the names that moved to `masklab.schedules`, `masklab.distributed`, `masklab.compile` and `masklab.train_state`
-# stay part of the trainer's public API
+# the names of `masklab.schedules`, `masklab.distributed`, `masklab.compile` and `masklab.train_state` are part of
+# the trainer's public API too
 _all_ = ['NO_DECAY_KEYWORDS', 'param_groups', 'scale_lr', 'simmim_lr', 'msn_lr', 'msn_weight_decay', 'msn_momentum',
          'SCHEDULES', 'ema_start_for', 'Schedule', 'default_schedule', 'ema_update',
          'DistEnv', 'init_distributed', 'close_distributed', 'process_count', 'all_reduce_sum_', 'all_reduce_mean',
