@@ -3,9 +3,11 @@
 
 nbdev's `nbdev-readme` renders the index through Quarto, which cannot always be installed (not offline, for one).
 This does the same job for what the index holds: markdown cells as they are, code cells as ```python blocks with
-their text outputs, cells marked `#| hide` left out. Images are left out too: README.md is read as text.
+their text outputs, cells marked `#| hide` left out. Image outputs are left out too: README.md is read as text; a
+picture the page shows is a committed file linked from markdown (`![...](images/x.png)`), and its relative path
+is re-pointed from nbs/ to the repository root (`nbs/images/x.png`) so that it shows in the README as well.
 """
-import argparse, difflib, json, sys
+import argparse, difflib, json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +31,17 @@ def _outputs(cell):
         if text.strip(): out.append(f"```\n{text.rstrip()}\n```")
     return out
 
+def _from_root(md:str) -> str:
+    "Markdown image links relative to nbs/ (the notebook's folder), re-pointed to work from the repository root"
+    return re.sub(r'(!\[[^\]]*\]\()(?![a-z]+://|/|#)([^)\s]+)', r'\1nbs/\2', md)
+
 def render(nb_path=ROOT/'nbs'/'index.ipynb') -> str:
     "The README text for the notebook at `nb_path`"
     nb = json.loads(Path(nb_path).read_text())
     parts = []
     for cell in nb['cells']:
         src = _src(cell)
-        if cell['cell_type'] == 'markdown': parts.append(src.strip())
+        if cell['cell_type'] == 'markdown': parts.append(_from_root(src.strip()))
         elif cell['cell_type'] == 'code':
             if 'hide' in _directives(src): continue
             code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
