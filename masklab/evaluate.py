@@ -6,22 +6,24 @@ Docs: https://masklab.github.io/masklab/evaluate.html.md"""
 
 # %% ../nbs/09_evaluate.ipynb #abe64baf
 from __future__ import annotations
-import copy, json, math
+import copy, math
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import check_int, check_float, check_choice, derive_seed, get_device, pick
+from .core import check_int, check_float, check_choice, derive_seed, get_device, IMAGENET_MEAN, IMAGENET_STD
 from .trainer import load_run, build_method
+from .views import finetune_transform  # the fine-tuning view sits beside the pre-training views (01a)
+_all_ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'finetune_transform']  # still importable from masklab.evaluate
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'EVAL_INTERPOLATION', 'FINETUNE_RECIPES', 'PROTOCOLS', 'as_features', 'as_labels',
-           'model_device', 'default_block', 'simmim_features', 'msn_features', 'eval_resize', 'eval_transform',
-           'resolve_model', 'extract_features', 'knn_predict', 'knn_eval', 'train_test_split', 'few_shot_indices',
-           'cyanure_preprocess', 'logreg_weights', 'logreg_accuracy', 'few_shot_eval', 'LinearProbe', 'linear_probe',
-           'expand_rel_pos_bias', 'Classifier', 'encoder_blocks', 'set_drop_path', 'vit_layer_id', 'swin_layer_id',
-           'no_weight_decay', 'layer_decay_groups', 'finetune_lr', 'finetune_transform', 'finetune', 'evaluate']
+__all__ = ['EVAL_INTERPOLATION', 'FINETUNE_RECIPES', 'PROTOCOLS', 'as_features', 'as_labels', 'model_device', 'default_block',
+           'simmim_features', 'msn_features', 'eval_resize', 'eval_transform', 'resolve_model', 'extract_features',
+           'knn_predict', 'knn_eval', 'train_test_split', 'few_shot_indices', 'cyanure_preprocess', 'logreg_weights',
+           'logreg_accuracy', 'few_shot_eval', 'LinearProbe', 'linear_probe', 'expand_rel_pos_bias', 'Classifier',
+           'encoder_blocks', 'set_drop_path', 'vit_layer_id', 'swin_layer_id', 'no_weight_decay', 'layer_decay_groups',
+           'finetune_lr', 'finetune', 'evaluate', 'IMAGENET_MEAN', 'IMAGENET_STD', 'finetune_transform']
 
 # %% ../nbs/09_evaluate.ipynb #d7635769
 def as_features(feats, name:str='feats') -> torch.Tensor:
@@ -142,7 +144,6 @@ def msn_features(backbone:nn.Module, # MSN.target_encoder.backbone (a TokenDropV
     return backbone.forward_features(x.to(model_device(backbone)), norm=False)[:, 0]
 
 # %% ../nbs/09_evaluate.ipynb #201e9198
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EVAL_INTERPOLATION = {'simmim': 'bicubic', 'msn': 'bilinear', 'pixels': 'bicubic'}  # SimMIM's config / MSN's torchvision default
 
 def eval_resize(img_size:int) -> int:
@@ -367,9 +368,7 @@ FINETUNE_RECIPES = {
                 weight_decay=0.05, drop_path=0.1, clip_grad=None, mixup=0.8, cutmix=1.0, label_smoothing=0.1,
                 auto_augment='rand-m9-mstd0.5-inc1', color_jitter=None, re_prob=0.25, schedule='mae', arch='vit',
                 layer_decay=0.65, scale=(0.08, 1.0), hflip=0.5),
-    # masklab's short run (not a paper's): a few hundred steps on a few hundred labelled 32 px digits. SimMIM's recipe
-    # with what such a run cannot afford taken out: no mixup/cutmix/RandAugment/jitter/erasing (they slow a 300-step
-    # run to chance), crops that keep most of the digit, no flips (a flipped 2 is not a 2), lr 1e-3 per 64 images.
+    # masklab's short run, not a paper's (the table 'Where masklab differs' at the end says what it leaves out and why)
     'short': dict(_SIMMIM_FT, arch='vit', layer_decay=0.75, epochs=100, warmup_epochs=5, lr=1e-3, warmup_lr=1e-6,
                   min_lr=1e-6, lr_batch=64, batch_size=64, mixup=0.0, cutmix=0.0, auto_augment=None, color_jitter=None,
                   re_prob=0.0, scale=(0.6, 1.0), hflip=0.0),
@@ -478,24 +477,6 @@ def finetune_lr(step:int, # 0-based optimizer step
     t = max(step - 1, 0)  # timm's step_update(t) runs after step t; steps 0 and 1 both use warmup_lr
     if t < warm: return lo + t * (lr - lo) / warm  # warmup_lr and min_lr are not scaled by the layer
     return hi + 0.5 * (lr - hi) * (1 + math.cos(math.pi * t / total))  # cosine over the whole run, warm-up included
-
-def _posterize(img, bits_to_keep, **_):
-    "timm's posterize, with the black image Pillow < 11 gave for 0 bits (RandAugment asks for it at magnitude 10)"
-    from PIL import ImageOps
-    if bits_to_keep >= 8: return img
-    return ImageOps.posterize(img, bits_to_keep) if bits_to_keep >= 1 else img.point(lambda v: 0)
-
-def finetune_transform(img_size:int, cfg:dict):
-    "The recipe's training augmentation, built by timm's `create_transform` as SimMIM's and MAE's `build_transform` do"
-    from timm.data import create_transform
-    from timm.data.auto_augment import RandAugment, posterize
-    tf = create_transform(input_size=img_size, is_training=True, color_jitter=cfg['color_jitter'],
-                            auto_augment=cfg['auto_augment'], re_prob=cfg['re_prob'], re_mode='pixel', re_count=1, scale=tuple(cfg['scale']), hflip=cfg['hflip'],
-                            interpolation='bicubic', mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    for t in tf.transforms:
-        for op in (t.ops if isinstance(t, RandAugment) else []):
-            if op.aug_fn is posterize: op.aug_fn = _posterize  # Pillow >= 11 refuses 0 bits
-    return tf
 
 # %% ../nbs/09_evaluate.ipynb #4cca90e4
 def finetune(model_or_run, train_ds, test_ds,

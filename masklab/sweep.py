@@ -248,13 +248,14 @@ def _sweep_folder(out, spec:dict) -> Path:
 
 # %% ../nbs/11a_sweep.ipynb #af694c64
 def summary_columns(summary:dict) -> dict:
-    "A run summary's own evaluation as flat columns: knn, fewshot_5, ... (pre-trained), init_*, pixels_* beside them"
+    "A run summary's own evaluation as flat columns: knn, fewshot_5, finetune_0.1, ... (pre-trained), init_*, pixels_* beside them"
     cols = {}
     for who, prefix in (('pretrained', ''), ('random_init', 'init_'), ('pixels', 'pixels_')):
         r = (summary.get('eval') or {}).get(who)
         if not r: continue
         cols[f'{prefix}knn'] = r['knn']
         for s, v in (r.get('fewshot') or {}).items(): cols[f'{prefix}fewshot_{s}'] = v['mean']
+        for f, v in (r.get('finetune') or {}).items(): cols[f'{prefix}finetune_{f}'] = v['accuracy']
     return cols
 
 def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset); each point overrides some keys

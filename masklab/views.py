@@ -18,11 +18,11 @@ from torchvision.ops import roi_align
 from .core import check_int, check_float, check_choice, to_rgb, IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
-__all__ = ['VIEW_PARAMS', 'BLUR_SIGMA', 'CHUNK_BYTES', 'VIEW_DEVICES', 'simmim_transform', 'RandomGaussianBlur', 'msn_view',
-           'MSNViews', 'collate_views', 'ViewSpec', 'draw_view_params', 'DecodedViews', 'collate_decoded', 'image_list',
-           'crop_resize', 'adjust_brightness_', 'adjust_contrast_', 'adjust_saturation_', 'adjust_hue_',
-           'gaussian_blur_', 'BatchViews', 'MaskedView', 'collate_masked', 'msn_view_specs', 'view_pipeline',
-           'channel_stats', 'OnDevice', 'method_views']
+__all__ = ['VIEW_PARAMS', 'BLUR_SIGMA', 'CHUNK_BYTES', 'VIEW_DEVICES', 'simmim_transform', 'finetune_transform',
+           'RandomGaussianBlur', 'msn_view', 'MSNViews', 'collate_views', 'ViewSpec', 'draw_view_params',
+           'DecodedViews', 'collate_decoded', 'image_list', 'crop_resize', 'adjust_brightness_', 'adjust_contrast_',
+           'adjust_saturation_', 'adjust_hue_', 'gaussian_blur_', 'BatchViews', 'MaskedView', 'collate_masked',
+           'msn_view_specs', 'view_pipeline', 'channel_stats', 'OnDevice', 'method_views']
 
 # %% ../nbs/01a_views.ipynb #a28c0313
 def simmim_transform(img_size:int=192, # output side (192 for Swin, 224 for ViT)
@@ -33,6 +33,25 @@ def simmim_transform(img_size:int=192, # output side (192 for Swin, 224 for ViT)
     return v2.Compose([v2.RandomResizedCrop(img_size, scale=tuple(scale), ratio=tuple(ratio), antialias=True),
                        v2.RandomHorizontalFlip(hflip), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
                        v2.Normalize(mean, std), v2.ToPureTensor()])
+
+# %% ../nbs/01a_views.ipynb #7c1a2757
+def _posterize(img, bits_to_keep, **_):
+    "timm's posterize, with the black image Pillow < 11 gave for 0 bits (RandAugment asks for it at magnitude 10)"
+    from PIL import ImageOps
+    if bits_to_keep >= 8: return img
+    return ImageOps.posterize(img, bits_to_keep) if bits_to_keep >= 1 else img.point(lambda v: 0)
+
+def finetune_transform(img_size:int, cfg:dict):
+    "The recipe's training augmentation, built by timm's `create_transform` as SimMIM's and MAE's `build_transform` do"
+    from timm.data import create_transform
+    from timm.data.auto_augment import RandAugment, posterize
+    tf = create_transform(input_size=img_size, is_training=True, color_jitter=cfg['color_jitter'],
+                            auto_augment=cfg['auto_augment'], re_prob=cfg['re_prob'], re_mode='pixel', re_count=1, scale=tuple(cfg['scale']), hflip=cfg['hflip'],
+                            interpolation='bicubic', mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    for t in tf.transforms:
+        for op in (t.ops if isinstance(t, RandAugment) else []):
+            if op.aug_fn is posterize: op.aug_fn = _posterize  # Pillow >= 11 refuses 0 bits
+    return tf
 
 # %% ../nbs/01a_views.ipynb #13029644
 class RandomGaussianBlur(torch.nn.Module):
