@@ -66,6 +66,8 @@ def point_id(point:dict) -> str:
 RESULTS = 'results.jsonl'
 
 def read_results(out, # a sweep folder
+                 where:dict|None=None, # keep the rows whose columns equal these values, e.g. {'model.T': 1.0}
+                 logs:bool=False, # attach each run's training log (its runs/ID/metrics.jsonl records) as row['log']
                 ) -> list[dict]:
     "The rows of a sweep's table (one per finished run), in the order they finished"
     p = Path(out)/RESULTS
@@ -75,6 +77,10 @@ def read_results(out, # a sweep folder
         if not line.strip(): continue
         try: rows.append(json.loads(line))
         except json.JSONDecodeError as e: raise ValueError(f"{str(p)!r} line {i + 1} is not JSON ({e})") from None
+    rows = [r for r in rows if all(r.get(k) == v for k, v in (where or {}).items())]
+    for r in rows if logs else []:
+        log = Path(out)/'runs'/r['id']/'metrics.jsonl'
+        r['log'] = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
     return rows
 
 def _csv(rows:list[dict]) -> str:

@@ -83,3 +83,14 @@ def test_sweep_arguments_fail_before_the_folder_is_made(tmp_path):
     (tmp_path/'f').write_text('')
     with pytest.raises(ValueError, match='exists and is not a folder'): run_sweep(base, {'seed': [0]}, tmp_path/'f', metrics=[], log=None)
 
+
+def test_read_results_filters_rows_and_attaches_logs(tmp_path):
+    "read_results(where=..., logs=True): the rows of one setting, each with its run's committed training log"
+    import json
+    rows = [dict(id='a', **{'model.T': 1.0}, seed=0), dict(id='b', **{'model.T': 0.25}, seed=0)]
+    (tmp_path/'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    (tmp_path/'runs'/'a').mkdir(parents=True)
+    (tmp_path/'runs'/'a'/'metrics.jsonl').write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n')
+    got = read_results(tmp_path, {'model.T': 1.0}, logs=True)
+    assert [r['id'] for r in got] == ['a'] and [x['loss'] for x in got[0]['log']] == [2.0, 1.5]
+    assert read_results(tmp_path, {'model.T': 0.25}, logs=True)[0]['log'] == []  # no log kept: an empty list
