@@ -382,6 +382,7 @@ def sweep_figures(out, # a sweep folder
     for spec in plots:
         if not 2 <= len(spec) <= 3: raise ValueError(f"a plot is (x, y) or (x, y, hue), got {spec!r}")
         fig = plot_sweep(rows, *spec)
-        p = out/'figures'/f"{spec[1].split('.')[-1]}-vs-{spec[0].split('.')[-1]}.png"
+        short = lambda k: re.sub(r'^(?:[A-Za-z_]+\.)+', '', k)  # model.mask_ratio -> mask_ratio; finetune_0.1 stays
+        p = out/'figures'/f"{short(spec[1])}-vs-{short(spec[0])}.png"
         fig.savefig(p, dpi=90); paths.append(p)
     return paths
