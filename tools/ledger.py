@@ -56,7 +56,8 @@ def versus(c) -> tuple[str, str]:
     if gap > spread and min(m) > max(o): return text, 'reproduced in direction'
     if gap > spread: return text, 'reproduced in direction on the means (the seeds overlap)'
     if gap > -spread: return text, 'not reproduced at this scale: the difference is within the seed spread'
-    return text, f"contradicted at this scale: {b['label']} is better by more than the seed spread"
+    if max(m) < min(o): return text, f"contradicted at this scale: {b['label']} is better on every seed"
+    return text, f"contradicted on the means at this scale ({b['label']} is better; the seeds overlap)"
 
 def verdict(c) -> tuple[str, str]:
     "(masklab's numbers, verdict) of one claim from its results file"

@@ -69,7 +69,7 @@ def main(argv=None):
 
     t = step("pytest tests/")
     junit = ROOT/'.pytest_cache'/'junit.xml'
-    r = subprocess.run([sys.executable, '-m', 'pytest', 'tests', '-q', f'--junitxml={junit}'])
+    r = subprocess.run([sys.executable, '-m', 'pytest', 'tests', '-q', '--durations=15', f'--junitxml={junit}'])  # the slowest tests, named
     if r.returncode not in (0, 1, 5): failed += 1; failures.append(f'pytest (exit {r.returncode})')
     elif junit.exists():
         head = junit.read_text()[:2000]
