@@ -100,7 +100,11 @@ def _recipe(recipe, overrides, epochs, batch_size, lr) -> tuple[dict, float|None
     unknown = [k for k in overrides if k not in cfg]
     if unknown: raise ValueError(f"unknown fine-tuning setting {unknown[0]!r}; known: {', '.join(sorted(cfg))}")
     cfg.update(overrides)
-    if epochs is not None: cfg['epochs'] = check_float('epochs', epochs, 0.0)
+    if epochs is not None:  # a shortened (or lengthened) run keeps the recipe's warm-up fraction
+        cfg['epochs'] = check_float('epochs', epochs, 0.0)
+        if 'warmup_epochs' not in overrides:
+            base = FINETUNE_RECIPES[recipe]
+            cfg['warmup_epochs'] = base['warmup_epochs'] * cfg['epochs'] / base['epochs']
     if batch_size is not None: cfg['batch_size'] = check_int('batch_size', batch_size, 2)
     return cfg, None if lr is None else check_float('lr', lr, 0.0)
 
@@ -509,7 +513,7 @@ def finetune(model_or_run, train_ds, test_ds,
     groups = layer_decay_groups(clf, cfg['weight_decay'], cfg['layer_decay'])
     opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != 'names'} for g in groups], lr=cfg['lr'])
     steps_per_epoch = len(train_ds) // bs
-    total = max(1, int(cfg['epochs'] * steps_per_epoch))
+    total = max(1, int(cfg['epochs'] * steps_per_epoch + 1e-9))  # SimMIM's int(); 1e-9: 300 / 281 * 281 stays 300
     warm = int(cfg['warmup_epochs'] / max(cfg['epochs'], 1e-9) * total)  # the recipe's warm-up fraction of the run
     mix = Mixup(mixup_alpha=cfg['mixup'], cutmix_alpha=cfg['cutmix'], label_smoothing=cfg['label_smoothing'],
                 num_classes=n_classes) if cfg['mixup'] > 0 or cfg['cutmix'] > 0 else None

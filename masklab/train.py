@@ -90,6 +90,7 @@ def few_label_finetune(model, ds, split, ft:dict, # fractions (of the pre-traini
     for frac in ft.get('fractions', [0.1]):
         labelled = tr[train_test_split(y, check_float('eval.finetune.fractions', frac, 0.0, 1.0), seed=1)[1]]
         sub = LabelledSubset(ds, labelled)
+        if len(sub) < 2: raise ValueError(f"eval.finetune.fractions={frac} leaves {len(sub)} labelled image; fine-tuning needs >= 2")
         bs = min(64, len(sub) - len(sub) % 2)
         # `steps`: the same number of optimizer steps at every fraction (else the smallest fraction gets a handful)
         epochs = ft['steps'] / (len(sub) // bs) if ft.get('steps') else ft.get('epochs', 50)

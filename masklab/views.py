@@ -46,7 +46,7 @@ def finetune_transform(img_size:int, cfg:dict):
     from timm.data import create_transform
     from timm.data.auto_augment import RandAugment, posterize
     tf = create_transform(input_size=img_size, is_training=True, color_jitter=cfg['color_jitter'],
-                            auto_augment=cfg['auto_augment'], re_prob=cfg['re_prob'], re_mode='pixel', re_count=1, scale=tuple(cfg['scale']), hflip=cfg['hflip'],
+                            auto_augment=cfg['auto_augment'], re_prob=cfg['re_prob'], re_mode='pixel', re_count=1, scale=tuple(cfg.get('scale', (0.08, 1.0))), hflip=cfg.get('hflip', 0.5),  # timm's defaults
                             interpolation='bicubic', mean=IMAGENET_MEAN, std=IMAGENET_STD)
     for t in tf.transforms:
         for op in (t.ops if isinstance(t, RandAugment) else []):

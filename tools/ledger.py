@@ -23,9 +23,13 @@ def rows(path, where=None):
 
 def value(path, r, metric) -> float:
     "A row's metric: a results column, or `log:NAME` from the run's last logged step"
-    if not metric.startswith('log:'): return r[metric]
+    if not metric.startswith('log:'):
+        if metric not in r: raise KeyError(f"{path}: row {r.get('id')!r} has no column {metric!r}; it has {sorted(r)}")
+        return r[metric]
     log = (ROOT/path).parent/'runs'/r['id']/'metrics.jsonl'
+    if not log.is_file(): raise FileNotFoundError(f"{metric}: {log} is not committed (each run's metrics.jsonl is)")
     last = [json.loads(l) for l in log.read_text().splitlines() if l.strip()][-1]
+    if metric[4:] not in last: raise KeyError(f"{metric}: {log} logs {sorted(last)}, not {metric[4:]!r}")
     return last[metric[4:]]
 
 def stats(vals):
@@ -40,6 +44,8 @@ def show(vals, k):
 def versus(c) -> tuple[str, str]:
     "An ablation: the paper's setting against another, every seed of each"
     a, b = c, c['against']
+    if c.get('expect', 'higher') not in ('higher', 'lower', 'no_worse'):
+        raise ValueError(f"claim {c['id']!r}: expect={c['expect']!r}; allowed: 'higher', 'lower', 'no_worse'")
     ra, rb = rows(a['results'], a.get('where')), rows(b['results'], b.get('where'))
     if not ra or not rb: return '', 'not measured yet'
     m = [value(a['results'], r, a['metric']) for r in ra]
@@ -55,7 +61,7 @@ def versus(c) -> tuple[str, str]:
         return text, f"not reproduced at this scale: {b['label']} is better by {k * -gap:.1f}"
     if gap > spread and min(m) > max(o): return text, 'reproduced in direction'
     if gap > spread: return text, 'reproduced in direction on the means (the seeds overlap)'
-    if gap > -spread: return text, 'not reproduced at this scale: the difference is within the seed spread'
+    if gap >= -spread: return text, 'not reproduced at this scale: the difference is within the seed spread'
     if max(m) < min(o): return text, f"contradicted at this scale: {b['label']} is better on every seed"
     return text, f"contradicted on the means at this scale ({b['label']} is better; the seeds overlap)"
 
@@ -65,7 +71,8 @@ def verdict(c) -> tuple[str, str]:
     if not rows(c['results']): return '', f"not measured yet (`{c['results']}` missing)"
     if 'against' in c: return versus(c)
     rs = rows(c['results'], c.get('where'))
-    m, b = [r[c['metric']] for r in rs], [r[c['baseline']] for r in rs]
+    if not rs: return '', f"not measured yet (no row of `{c['results']}` matches {c.get('where')})"
+    m, b = [value(c['results'], r, c['metric']) for r in rs], [value(c['results'], r, c['baseline']) for r in rs]
     ref = [r[c['reference']] for r in rs] if c.get('reference') else []
     (mm, ms), (bm, bs) = stats(m), stats(b)
     text = f"{100 * mm:.1f} ± {100 * ms:.1f} (seeds: {fmt(m, 100)}) vs {c.get('baseline_label', 'random init')} {100 * bm:.1f} ± {100 * bs:.1f}"
