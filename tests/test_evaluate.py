@@ -287,3 +287,13 @@ def test_finetune_settings_fail_before_training(runs, crops):
     with pytest.raises(ValueError, match="recipe 'simmim_swin' is for a swin encoder, this one is a vit"):
         finetune(runs['simmim'], crops, crops, 'simmim_swin', batch_size=8)
     with pytest.raises(ValueError, match='lr must be >= 0'): finetune(runs['msn'], crops, crops, lr=-1.0)
+
+def test_shortened_recipe_keeps_its_warmup_fraction():
+    "finetune(epochs=...) keeps the recipe's warm-up share of the run (20 of 100 epochs -> 20%), unless warm-up is set too"
+    from masklab.evaluate import _recipe, FINETUNE_RECIPES
+    for recipe in ('simmim', 'mae', 'short'):
+        base = FINETUNE_RECIPES[recipe]
+        cfg, _ = _recipe(recipe, {}, 3, None, None)
+        assert abs(cfg['warmup_epochs'] / cfg['epochs'] - base['warmup_epochs'] / base['epochs']) < 1e-12
+    cfg, _ = _recipe('short', {'warmup_epochs': 2}, 10, None, None)
+    assert cfg['warmup_epochs'] == 2  # an explicit warm-up is kept as given
