@@ -7,7 +7,7 @@ Docs: https://masklab.github.io/masklab/sweep.html.md"""
 
 # %% ../nbs/11a_sweep.ipynb #29c33500
 from __future__ import annotations
-import hashlib, itertools, json, os, re, shutil, time
+import hashlib, itertools, json, os, re, shutil, statistics, time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,8 +24,8 @@ from .train import pretrain
 
 # %% auto #0
 __all__ = ['RESULTS', 'METRICS', 'METRIC_METHODS', 'set_key', 'expand_grid', 'point_id', 'read_results', 'append_row',
-           'register_metric', 'mask_stats', 'heldout_loss', 'step_time', 'SweepStopped', 'summary_columns', 'run_sweep',
-           'table_columns', 'column', 'summarize', 'plot_sweep', 'sweep_figures']
+           'seed_summary', 'seed_text', 'register_metric', 'mask_stats', 'heldout_loss', 'step_time', 'SweepStopped',
+           'summary_columns', 'run_sweep', 'table_columns', 'column', 'summarize', 'plot_sweep', 'sweep_figures']
 
 # %% ../nbs/11a_sweep.ipynb #45d92085
 def set_key(cfg:dict, # a nested config, changed in place
@@ -98,6 +98,35 @@ def append_row(out, row:dict) -> Path:
     atomic_write(p, (old + json.dumps(row) + '\n').encode())
     atomic_write(Path(out)/'results.csv', _csv(read_results(out)).encode())
     return p
+
+# %% ../nbs/11a_sweep.ipynb #a49e356b
+def seed_summary(rows, # one result per seed: rows of a sweep's table, or plain numbers
+                 column:str|Callable|None=None, # a row's column, a function of a row, or None when `rows` are the numbers
+                ) -> dict:
+    "Mean, sample standard deviation (n - 1 in the denominator; 0.0 for a single seed), count and values of one number per seed"
+    if isinstance(rows, (str, bytes, dict)) or not hasattr(rows, '__iter__'):
+        raise TypeError(f"rows must be a list of rows or numbers, got {type(rows).__name__}")
+    rows = list(rows)
+    if not rows: raise ValueError("rows is empty: a summary needs at least one seed")
+    def get(r):
+        if column is None: return r
+        if callable(column): return column(r)
+        if column not in r: raise KeyError(f"a row has no column {column!r}; it has {sorted(r)}")
+        return r[column]
+    values = [float(get(r)) for r in rows]
+    return dict(mean=statistics.mean(values), std=statistics.stdev(values) if len(values) > 1 else 0.0,
+                n=len(values), values=values)
+
+def seed_text(rows, # rows or numbers as `seed_summary` takes them, or a summary it returned
+              column:str|Callable|None=None, # as in `seed_summary`
+              scale:float=1, # multiply every number by this first (100: a fraction shown in %)
+              digits:int=1, # decimals
+              seeds:bool=False, # also list every seed's value
+             ) -> str:
+    "The seeds of one measurement as text: `'29.4 ± 0.5'`, or `'29.4 ± 0.5 (seeds: 29.7, 29.6, 28.9)'`"
+    s = rows if isinstance(rows, dict) and {'mean', 'std', 'values'} <= set(rows) else seed_summary(rows, column)
+    text = f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+    return text + (f" (seeds: {', '.join(f'{scale * v:.{digits}f}' for v in s['values'])})" if seeds else '')
 
 # %% ../nbs/11a_sweep.ipynb #d948b23f
 METRICS: dict[str, Callable] = {}
