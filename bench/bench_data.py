@@ -38,8 +38,7 @@ def main():
     a.repeats = min(a.repeats, 3)
     if a.quick: a.batch, a.batches, a.rand_size, a.focal_size, a.focal_views, a.repeats = 2, 1, 64, 32, 2, 1
     setup(a)  # threads and seeds
-    from masklab.data import MSNViews, collate_views
-    from masklab.views import MaskedView, collate_masked
+    from masklab.views import MSNViews, collate_views, MaskedView, collate_masked
     out = dict(bench='data', machine=machine('cpu'), batch=a.batch, batches=a.batches, workers=a.workers, repeats=a.repeats)
     views = MSNViews(a.rand_size, a.focal_size, 1, a.focal_views)
     out['msn'] = dict(views=views.n_views, rand_size=a.rand_size, focal_size=a.focal_size,

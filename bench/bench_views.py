@@ -24,7 +24,8 @@ from common import add_common_args, setup, machine, alternate, stats, throughput
 def sides(method, batch, dev, quick):
     "name -> callable making one batch, for `method`"
     import torch
-    from masklab.data import photos, Views, view_pipeline
+    from masklab.data import photos, Views
+    from masklab.views import view_pipeline
     imgs = [im for _, im in photos()]
     if quick: imgs = [im.resize((128, 128)) for im in imgs[:4]]
     data = [(imgs[i % len(imgs)], i % len(imgs)) for i in range(batch)]

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import check_int, check_float, check_choice, derive_seed, get_device, IMAGENET_MEAN, IMAGENET_STD
-from .trainer import load_run, build_method
+from .trainer import load_run
 from .views import finetune_transform  # the fine-tuning view sits beside the pre-training views (01a)
 _all_ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'finetune_transform']  # still importable from masklab.evaluate
 

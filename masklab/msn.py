@@ -18,7 +18,8 @@ import ipywidgets as W
 from torchvision.transforms import v2
 from .core import check_int, check_float, to_hwc, IMAGENET_MEAN, IMAGENET_STD, full_precision, seed_everything, get_device
 from .masking import token_drop_indices, _figure
-from .data import photo_crops, MSNViews, method_views
+from .data import photo_crops
+from .views import MSNViews, method_views
 from .encoders import create_encoder
 from .distributed import process_count, all_reduce_sum_, all_reduce_mean
 from .widgets import _live_only

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
-from .core import check_int, check_float, check_choice, get_device
+from .core import check_int, check_choice, get_device
 from .data import check_data
 from .checkpoints import atomic_write
 from .trainer import build_method, check_config_compile, checkpoints, default_config, load_run

@@ -6,7 +6,7 @@ Docs: https://masklab.github.io/masklab/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #7f7443cd
 from __future__ import annotations
-import copy, inspect, json, math, signal, sys, tempfile, time
+import copy, inspect, json, math, signal, time
 from contextlib import nullcontext
 from pathlib import Path
 from collections.abc import Callable, Iterator
@@ -15,9 +15,9 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
-from .core import (check_int, check_float, check_choice, derive_seed, seed_everything, seed_worker,
-                          get_device, normalize)
-from .data import Views, EpochSampler, collate_views, simmim_transform, method_views
+from .core import check_int, check_float, check_choice, derive_seed, seed_worker, get_device
+from .data import Views, EpochSampler
+from .views import collate_views, method_views
 from .checkpoints import atomic_write, save_state, load_state, load_into
 from .schedules import *  # parameter groups, schedules, EMA: 08c_schedules
 from .distributed import *  # torchrun's environment, collectives, synchronized BatchNorm: 08d_distributed
