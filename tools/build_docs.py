@@ -4,25 +4,28 @@
 `nbdev-docs` builds the real site with Quarto (configuration: nbs/_quarto.yml and nbs/sidebar.yml; CI on GitHub
 deploys it with .github/workflows/deploy.yaml). Quarto cannot always be installed, so this script renders the same
 notebooks, with the outputs they were committed with (nothing is executed), into `_docs/html/` with nbconvert, and
-a sidebar in the order of nbs/sidebar.yml. Like nbdev's docs it drops `#| hide` cells and the `#|` directive lines.
+a sidebar in the order of nbs/sidebar.yml. Like nbdev's docs it drops `#| hide` cells and the `#|` directive lines,
+and like Quarto it copies the pictures the markdown links to (nbs/images/) beside the pages.
 
 Then it checks the build: every notebook became a page that parses as HTML and has its title; no page shows an
-error output; every figure a notebook saved is on its page (one <img> per image output at least); every sidebar link
-points at a page that exists. It prints one line per problem and `docs: N pages, N figures, N problems`, and exits
-non-zero when there is a problem.
+error output; every figure a notebook saved is on its page (one <img> per image output at least); every picture a page
+shows and every sidebar link points at a file that exists. It prints one line per problem and `docs: N pages, N
+figures, N problems`, and exits non-zero when there is a problem.
 
     python tools/build_docs.py            # build and check
     python tools/build_docs.py --check    # check the last build only
 """
-import argparse, html, json, re, sys
+import argparse, html, json, re, shutil, sys
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT/'nbs'
 OUT = ROOT/'_docs'/'html'
 IMAGE = ('image/png', 'image/jpeg', 'image/svg+xml', 'image/gif')
 DIRECTIVE = re.compile(r'^\s*#\|\s*(\S+)')
+ASSETS = ('images',)  # folders of nbs/ that the notebooks' markdown links to, copied into the site as they are
 
 def notebooks():
     return sorted(p for p in NBS.rglob('*.ipynb') if not any(s.startswith(('_', '.')) for s in p.relative_to(NBS).parts))
@@ -88,14 +91,16 @@ def build(nbs):
         out = page_of(p)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(body)
-    print(f"built {len(nbs)} pages in {OUT.relative_to(ROOT)}/")
+    for d in ASSETS:
+        if (NBS/d).is_dir(): shutil.copytree(NBS/d, OUT/d, dirs_exist_ok=True)
+    print(f"built {len(nbs)} pages in {OUT.relative_to(ROOT) if OUT.is_relative_to(ROOT) else OUT}/")
 
 class Page(HTMLParser):
     def __init__(self):
-        super().__init__(); self.imgs, self.links, self.title, self._in_title = 0, [], '', False
+        super().__init__(); self.imgs, self.srcs, self.links, self.title, self._in_title = 0, [], [], '', False
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == 'img' and a.get('src'): self.imgs += 1
+        if tag == 'img' and a.get('src'): self.imgs += 1; self.srcs.append(a['src'])
         if tag == 'a' and a.get('href'): self.links.append(a['href'])
         if tag == 'title': self._in_title = True
     def handle_endtag(self, tag):
@@ -123,6 +128,9 @@ def check(nbs) -> list[str]:
         for href in parser.links:
             if re.match(r'^[a-z]+:|^#', href) or not href.endswith('.html'): continue
             if not (page.parent/href).resolve().exists(): problems.append(f"{name}: link to a missing page {href}")
+        for src in parser.srcs:
+            if re.match(r'^[a-z]+:|^//', src): continue  # data: URIs (the figures) and remote pictures
+            if not (page.parent/unquote(src.split('#')[0].split('?')[0])).resolve().is_file(): problems.append(f"{name}: picture missing {src}")
     for msg in problems: print(f"docs problem: {msg}")
     print(f"docs: {len(nbs)} pages, {figures} figures, {len(problems)} problems")
     return problems
