@@ -32,7 +32,7 @@ def test_claim_from_results(tmp_path):
     "A pre-trained claim read from a results table: every seed, the baseline, raw pixels and the verdict"
     lg = ledger(); lg.ROOT = tmp_path
     rows = [dict(id=str(i), knn=a, init_knn=b, pixels_knn=0.9) for i, (a, b) in enumerate(zip([0.5, 0.51, 0.52], [0.3, 0.31, 0.32]))]
-    (tmp_path/'r.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
-    c = dict(results='r.jsonl', metric='knn', baseline='init_knn', reference='pixels_knn')
+    (tmp_path/'sweep').mkdir(); (tmp_path/'sweep'/'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    c = dict(results='sweep/results.jsonl', metric='knn', baseline='init_knn', reference='pixels_knn')
     assert lg.verdict(c) == ('51.0 ± 1.0 (seeds: 50.0, 51.0, 52.0) vs random init 31.0 ± 1.0, raw pixels 90.0',
                              'reproduced in direction; below raw pixels at this scale')
