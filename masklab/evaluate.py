@@ -536,14 +536,18 @@ def finetune(model_or_run, train_ds, test_ds,
                 opt.step()
                 losses.append(loss.item()); lrs.append(finetune_lr(step, total, warm, cfg)); step += 1; bar.update(1)
     clf.eval()
-    tf, correct = eval_transform(size, 'bicubic'), 0
-    with torch.no_grad():
-        for i in range(0, len(test_ds), 64):
-            items = [test_ds[j] for j in range(i, min(len(test_ds), i + 64))]
-            x = torch.stack([tf(im) for im, _ in items]).to(dev)
-            correct += int((clf(x).argmax(1).cpu() == torch.as_tensor([int(t) for _, t in items])).sum())
+    tf = eval_transform(size, 'bicubic')
+    def accuracy(ds):  # centre crops, no augmentation; on the training images too: under- or over-fitting, measured
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(ds), 64):
+                items = [ds[j] for j in range(i, min(len(ds), i + 64))]
+                x = torch.stack([tf(im) for im, _ in items]).to(dev)
+                correct += int((clf(x).argmax(1).cpu() == torch.as_tensor([int(t) for _, t in items])).sum())
+        return correct / len(ds)
     return dict(protocol='finetune', recipe=recipe, **cfg, dim=clf.encoder.num_features, steps=total, warmup_steps=warm,
-                first_lr=lrs[0], last_lr=lrs[-1], first_loss=losses[0], final_loss=losses[-1], accuracy=correct / len(test_ds))
+                first_lr=lrs[0], last_lr=lrs[-1], first_loss=losses[0], final_loss=losses[-1],
+                train_accuracy=accuracy(train_ds), accuracy=accuracy(test_ds))
 
 # %% ../nbs/09_evaluate.ipynb #e09d9797
 class _Subset:

@@ -96,7 +96,8 @@ def few_label_finetune(model, ds, split, ft:dict, # fractions (of the pre-traini
         epochs = ft['steps'] / (len(sub) // bs) if ft.get('steps') else ft.get('epochs', 50)
         r = finetune(model, sub, LabelledSubset(ds, te), ft.get('recipe', 'short'), epochs, bs,
                      img_size=img_size, seed=seed, device=device, progress=False)
-        out[str(frac)] = dict(accuracy=r['accuracy'], labels=len(sub), steps=r['steps'])
+        out[str(frac)] = dict(accuracy=r['accuracy'], train_accuracy=r['train_accuracy'], final_loss=r['final_loss'],
+                              labels=len(sub), steps=r['steps'])
     return out
 
 
