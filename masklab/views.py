@@ -204,17 +204,23 @@ def crop_resize(images:list, # (3, H, W) uint8 images (sizes may differ), all on
                 flip:torch.Tensor, # (K,) bool: mirror the crop left-right
                 size:int, # output side
                 mode:str='auto', # 'loop': one antialiased resize per crop; 'roi_align': one call for all; 'auto': loop on CPU
-               ) -> torch.Tensor: # (K, 3, size, size) float32 in [0, 1]
+                mean=None, std=None, # per-channel, for [0, 1] pixels: if given, the crops come out normalized
+               ) -> torch.Tensor: # (K, 3, size, size) float32 in [0, 1] (or normalized)
     "Crop each box out of its image and resize it to size x size (bilinear, antialiased or area-sampled), flipped where asked"
     mode = check_choice('mode', mode, ('auto', 'loop', 'roi_align'))
     dev = images[0].device
     if mode == 'auto': mode = 'loop' if dev.type == 'cpu' else 'roi_align'
+    scale, shift = 1 / 255, None
+    if mean is not None:  # (v / 255 - mean) / std = v * scale + shift
+        m, s = torch.as_tensor(mean, dtype=torch.float32, device=dev).view(3, 1, 1), torch.as_tensor(std, dtype=torch.float32, device=dev).view(3, 1, 1)
+        scale, shift = 1 / (255 * s), -m / s
     if mode == 'loop':
         out = torch.empty(len(sample), 3, size, size, device=dev)
         for k, (b, (x0, y0, w, h), f) in enumerate(zip(sample.tolist(), boxes.long().tolist(), flip.tolist())):
             v = F.interpolate(images[b][None, :, y0:y0 + h, x0:x0 + w], size=(size, size), mode='bilinear',
                               antialias=True, align_corners=False)[0]
-            out[k].copy_(v.flip(-1) if f else v).mul_(1 / 255)  # to float in [0, 1] while the crop is in cache
+            if shift is None: out[k].copy_(v.flip(-1) if f else v).mul_(scale)  # to float while the crop is in cache
+            else: torch.mul(v.flip(-1) if f else v, scale, out=out[k]).add_(shift)  # and normalized, in the same two passes
         return out
     H, W = max(int(i.shape[1]) for i in images), max(int(i.shape[2]) for i in images)
     canvas = torch.zeros(len(images), 3, H + 1, W + 1, device=dev)  # one replicated edge row and column past each
@@ -225,7 +231,8 @@ def crop_resize(images:list, # (3, H, W) uint8 images (sizes may differ), all on
         canvas[k, :, :h + 1, w] = canvas[k, :, :h + 1, w - 1]
     bx = boxes.to(dev, torch.float32)
     rois = torch.cat([sample.to(dev, torch.float32)[:, None], bx[:, :2], bx[:, :2] + bx[:, 2:]], 1)
-    out = roi_align(canvas, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True).div_(255)
+    out = roi_align(canvas, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True).mul_(scale)
+    if shift is not None: out.add_(shift)
     return torch.where(flip.to(dev)[:, None, None, None], out.flip(-1), out)
 
 # %% ../nbs/01a_views.ipynb #f83fb773
@@ -235,7 +242,7 @@ def _bcast(f): return f.view(-1, 1, 1, 1)
 
 def adjust_brightness_(x, f): return x.mul_(_bcast(f)).clamp_(0, 1)
 def adjust_contrast_(x, f):
-    f, m = _bcast(f), _gray(x).mean((1, 2, 3), keepdim=True)  # the mean gray level before the change
+    f, m = _bcast(f), (x.mean((2, 3)) @ x.new_tensor(_GRAY)).view(-1, 1, 1, 1)  # mean gray level = gray of the channel means
     return x.mul_(f).add_(m * (1 - f)).clamp_(0, 1)
 def adjust_saturation_(x, f):
     f = _bcast(f)
@@ -243,17 +250,24 @@ def adjust_saturation_(x, f):
     return x.mul_(f).add_(g).clamp_(0, 1)
 def adjust_hue_(x, shift):
     "Rotate the HSV hue by `shift` (a fraction of a turn), per image; value and saturation are kept"
-    r, g, b = (x[:, k].contiguous() for k in range(3))  # contiguous planes: strided ones are several times slower
-    maxc, minc = torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
-    delta = maxc - minc
-    h = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(delta, alpha=2), (r - g).add_(delta, alpha=4)))
-    h = h.div_(delta.clamp(min=1e-30)).add_(6 * shift.view(-1, 1, 1))  # hue in sixths of a turn, shifted
-    h = h.sub_(torch.floor(h * (1 / 6)).mul_(6))  # into [0, 6)
-    for k, c in enumerate((3., 1., -1.)):  # each channel: value - delta * a trapezoid of its distance from its plateau
-        d = h + c
-        d = torch.minimum(d.abs(), d.sub_(6).abs_())  # circular distance: h + c lies in [-1, 9)
-        x[:, k] = torch.addcmul(maxc, delta, d.sub_(2).clamp_(-1, 0))  # maxc - delta * clamp(2 - d, 0, 1)
-    return x
+    # HSV's channel k is max - delta * clamp(dist_k - 1, 0, 1), dist_k the hue's distance (sixths of a turn) from
+    # channel k's own hue. Times delta, that distance is linear in the pixel: r + g + b + max - 2 min - 2 x_k, and its
+    # sign is that of x_{k+1} - x_{k-1}. So no hue, no branch (torch.where, ==) and no division: only cheap passes.
+    r, g, b = x.unbind(1)
+    mx = torch.maximum(r, g); torch.maximum(mx, b, out=mx)
+    d = torch.minimum(r, g); torch.minimum(d, b, out=d)
+    q = torch.add(r, g).add_(b).add_(mx).sub_(d, alpha=2)
+    d = torch.sub(mx, d, out=d)  # delta
+    side = torch.empty_like(x)
+    torch.sub(g, b, out=side[:, 0]); torch.sub(b, r, out=side[:, 1]); torch.sub(r, g, out=side[:, 2])
+    x.mul_(-2).add_(q.unsqueeze(1)).mul_(side.add_(1e-30).sign_())  # signed; a tie (0) is either side: never 0
+    x.add_(d.mul(6 * shift.view(-1, 1, 1)).unsqueeze(1)).abs_()    # shifted, a distance again
+    if shift.device.type != 'cpu' or float(shift.abs().max()) > 1 / 6:  # past half a turn it wraps round
+        x = torch.minimum(x, torch.sub(d.mul(6).unsqueeze(1), x), out=x)
+    d1 = d.unsqueeze(1)
+    x = torch.maximum(x, d1, out=x)
+    x = torch.minimum(x, d1.mul(2), out=x)  # clamp(distance, 1, 2), in delta units
+    return torch.sub(mx.add_(d).unsqueeze(1), x, out=x)  # max - delta * clamp(distance - 1, 0, 1)
 
 _JITTER = ((adjust_brightness_, 'brightness'), (adjust_contrast_, 'contrast'), (adjust_saturation_, 'saturation'),
            (adjust_hue_, 'hue'))
@@ -295,10 +309,13 @@ class BatchViews:
         strategy = self.strategy if self.strategy != 'auto' else ('runs' if dev.type == 'cpu' else 'masked')
         p = params[:, list(which)].transpose(0, 1).reshape(-1, params.shape[-1])  # one row per view, view-major
         sample = torch.arange(B).repeat(len(which))
-        if strategy == 'masked' or not colour:
+        if not colour:  # crop, flip and normalize: the normalization rides on the conversion to float
+            p = p.to(dev, non_blocking=True)
+            return crop_resize(images, sample, p[:, :4], p[:, _P['flip']] > 0, size, self.crop, self.mean.to(dev), self.std.to(dev))
+        if strategy == 'masked':
             p = p.to(dev, non_blocking=True)
             x = crop_resize(images, sample, p[:, :4], p[:, _P['flip']] > 0, size, self.crop)
-            if colour: _colour_masked(x, p)
+            _colour_masked(x, p)
             return x.sub_(self.mean.to(dev).view(1, 3, 1, 1)).div_(self.std.to(dev).view(1, 3, 1, 1))
         p = p.cpu()
         o = p[:, _P['order0']:_P['order3'] + 1].long()

@@ -212,3 +212,16 @@ def test_bench_views_script_and_table(capsys, monkeypatch):
     model = {'results': {'vit_small': {'masklab': {'images_per_s': {'median': 2.0}}}}}
     md = '\n'.join(run.views_summary({'views': d, 'msn_small': model}))
     assert '| msn | batched |' in md and '| simmim | pil |' in md and '| msn vit_small | batched |' in md
+
+def test_hue_equals_torchvisions_float_hue():
+    "the branch-free hue is the HSV round trip: against torchvision's tensor adjust_hue, ties, grays and wraps included"
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 40, 40)
+    x[:, 1, :8] = x[:, 0, :8]; x[:, 2, 8:16] = x[:, 1, 8:16]; x[:, 0, 16:24] = x[:, 2, 16:24]  # two channels tie
+    x[:, :, 24:28] = x[:, :1, 24:28]; x[:, :, 28:32] = (x[:, :, 28:32] > 0.5).float()          # grays, saturated colours
+    for s in (-0.5, -0.3, -0.1, -0.02, 0.0, 0.05, 0.1, 0.2, 0.5):
+        ref = torch.stack([TF.adjust_hue(v, s) for v in x])
+        assert (adjust_hue_(x.clone(), torch.full((6,), s)) - ref).abs().max() < 1e-5, s
+    f = torch.linspace(-0.1, 0.1, 6)  # each image its own shift
+    ref = torch.stack([TF.adjust_hue(v, float(s)) for v, s in zip(x, f)])
+    assert (adjust_hue_(x.clone(), f) - ref).abs().max() < 1e-5
