@@ -11,6 +11,10 @@ A B C A B C ... with the order rotated each round (`common.alternate`), on the b
 - `batched`: `view_pipeline(method, {'device': 'auto'})`: `DecodedViews` per sample + `collate_decoded`, then
   `BatchViews` on the batch, all on the CPU (the loader's work and the device's work on one core);
 - `batched_worker`: the loader's share of `batched` alone (decode to uint8, draw the parameters, collate);
+- `pil_arrays`, `batched_arrays`, `batched_worker_arrays`: the same three with the photos held as uint8 arrays in a
+  `masklab.data.ImageDataset`, as the bundled training sets are (`photo_crops`, `digits`, `mnist`): the PIL path
+  makes a PIL image of each (`ImageDataset.__getitem__`), the batched worker views the array as is (`DecodedViews`
+  takes arrays: `ImageDataset.stored`, no copy);
 - `lightly` (MSN only, if lightly is installed): `lightly.transforms.MSNTransform(cj_strength=0.5)` per sample (its
   jitter at 0.4, 0.4, 0.4, 0.1 like the official recipe; 2 random + 10 focal views) + stacking per view.
 
@@ -24,27 +28,30 @@ from common import add_common_args, setup, machine, alternate, stats, throughput
 def sides(method, batch, dev, quick):
     "name -> callable making one batch, for `method`"
     import torch
-    from masklab.data import photos, Views
+    import numpy as np
+    from masklab.data import photos, Views, ImageDataset
     from masklab.views import view_pipeline
     imgs = [im for _, im in photos()]
     if quick: imgs = [im.resize((128, 128)) for im in imgs[:4]]
     data = [(imgs[i % len(imgs)], i % len(imgs)) for i in range(batch)]
+    arrays = ImageDataset([np.array(im) for im, _ in data], [y for _, y in data], [str(k) for k in range(len(imgs))])
     if method == 'msn':
         views = dict(rand_size=64, focal_size=32, focal_views=2) if quick else {}
     else:
         views = dict(img_size=64, mask_patch_size=16, model_patch_size=16, mask_ratio=0.6) if quick else \
             dict(img_size=224, mask_patch_size=32, model_patch_size=16, mask_ratio=0.6)
     tf, col, _ = view_pipeline(method, {**views, 'device': 'cpu'}, 'cpu')
-    ref = Views(data, tf, seed=0)
-    fns = {'pil': lambda: col([ref[i] for i in range(batch)])}
     btf, bcol, aug = view_pipeline(method, {**views, 'device': 'auto'}, dev)
-    bat = Views(data, btf, seed=0)
-    worker = lambda: bcol([bat[i] for i in range(batch)])
-    fns['batched_worker'] = worker  # the loader's share alone: decode, draw the parameters, collate
-    if dev.type == 'cpu': fns['batched'] = lambda: aug(worker())
-    else:
-        raw = worker()
-        fns['batched_device'] = lambda: aug(raw, dev)
+    fns = {}
+    for tail, src in (('', data), ('_arrays', arrays)):
+        ref, bat = Views(src, tf, seed=0), Views(src, btf, seed=0)
+        fns['pil' + tail] = lambda ref=ref: col([ref[i] for i in range(batch)])
+        worker = lambda bat=bat: bcol([bat[i] for i in range(batch)])
+        fns['batched_worker' + tail] = worker  # the loader's share alone: decode, draw the parameters, collate
+        if dev.type == 'cpu': fns['batched' + tail] = lambda worker=worker: aug(worker())
+        elif not tail:
+            raw = worker()
+            fns['batched_device'] = lambda: aug(raw, dev)
     if method == 'msn':
         try:
             from lightly.transforms import MSNTransform
@@ -72,8 +79,8 @@ def main():
         for k in r:
             if k != 'batched_device': r[k]['samples_per_s_per_core'] = round(r[k]['samples_per_s']['median'] / max(1, a.threads), 2)
         base = 'batched' if 'batched' in r else 'batched_device'
-        for other in ('pil', 'lightly'):
-            if other in times:
+        for base, other in ((base, 'pil'), (base, 'lightly'), ('batched_arrays', 'pil_arrays')):
+            if other in times and base in times:
                 r[f'ratio_{base}_over_{other}'] = dict(
                     median=round(r[base]['samples_per_s']['median'] / r[other]['samples_per_s']['median'], 3),
                     pairs=stats([to / tb for tb, to in zip(times[base], times[other])]))

@@ -46,6 +46,9 @@ class ImageDataset(Dataset):
         self.images, self.labels, self.classes, self.name = images, [int(l) for l in labels], list(classes), name
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return to_rgb(self.images[i]), self.labels[i]
+    def stored(self, i):
+        "Image `i` as stored (a uint8 array view, no copy, or a PIL image) and its label: for transforms that take arrays"
+        return self.images[i], self.labels[i]
     def __repr__(self): return f"{self.name}: {len(self)} images, {len(self.classes)} classes"
 
 # %% ../nbs/01_data.ipynb #cc37d984
@@ -213,7 +216,8 @@ class Views(Dataset):
     def set_epoch(self, epoch:int): self.epoch = check_int('epoch', epoch, 0)
     def __len__(self): return len(self.ds)
     def __getitem__(self, i):
-        img, y = self.ds[i]
+        take = getattr(self.transform, 'takes_arrays', False) and hasattr(self.ds, 'stored')
+        img, y = self.ds.stored(i) if take else self.ds[i]  # a transform that takes arrays skips the PIL round trip
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(derive_seed(self.seed, self.epoch, int(i)))  # the CPU's: what fork_rng restores (torch.manual_seed also seeds every GPU, 0.25 ms a call)
             return self.transform(img), y

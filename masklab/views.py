@@ -6,7 +6,7 @@ Docs: https://masklab.github.io/masklab/views.html.md"""
 
 # %% ../nbs/01a_views.ipynb #bc7fdeda
 from __future__ import annotations
-import math
+import functools, math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 import numpy as np
@@ -133,54 +133,69 @@ def _check_spec(s) -> ViewSpec:
     check_float('hflip', s.hflip, 0, 1)
     return ViewSpec(s.size, tuple(float(v) for v in s.scale), tuple(float(v) for v in s.ratio), float(s.hflip), bool(s.colour))
 
-def _crop_boxes(u:np.ndarray, H:int, W:int, scale, ratio) -> np.ndarray:
-    "RandomResizedCrop's boxes from uniforms u (V, 10, 4): up to 10 tries at (area, log-ratio, top, left), else a centre crop"
-    area, lr = H * W, np.log(ratio)
-    target = area * (scale[:, :1] + u[..., 0] * (scale[:, 1:] - scale[:, :1]))
-    aspect = np.exp(lr[:, :1] + u[..., 1] * (lr[:, 1:] - lr[:, :1]))
-    w, h = np.round(np.sqrt(target * aspect)), np.round(np.sqrt(target / aspect))
-    ok = (w > 0) & (w <= W) & (h > 0) & (h <= H)
-    r, first, found = np.arange(len(u)), ok.argmax(1), ok.any(1)
-    w, h = w[r, first], h[r, first]
-    y0, x0 = np.floor(u[r, first, 2] * (H - h + 1)), np.floor(u[r, first, 3] * (W - w + 1))
-    lo, hi = ratio.min(1), ratio.max(1)  # the fallback: the whole image, its ratio clamped to the range
-    fw = np.where(W / H > hi, np.round(H * hi), W); fh = np.where(W / H < lo, np.round(W / lo), H)
-    return np.stack([np.where(found, x0, (W - fw) // 2), np.where(found, y0, (H - fh) // 2),
-                     np.where(found, w, fw), np.where(found, h, fh)], 1)
+class _Plan(NamedTuple):
+    "What `draw_view_params` needs of one ViewSpec, as plain floats"
+    scale0:float; dscale:float; logratio0:float; dlogratio:float; ratio_lo:float; ratio_hi:float; hflip:float; colour:bool
+
+@functools.lru_cache(maxsize=256)
+def _plans(specs:tuple) -> tuple:  # the same few specs come with every image: planned once per process
+    return tuple(_Plan(s.scale[0], s.scale[1] - s.scale[0], math.log(s.ratio[0]), math.log(s.ratio[1]) - math.log(s.ratio[0]),
+                       min(s.ratio), max(s.ratio), s.hflip, bool(s.colour)) for s in specs)
+
+def _crop_box(u:list, H:int, W:int, p:_Plan) -> tuple:
+    "RandomResizedCrop's box from 40 uniforms: up to 10 tries at (area, log-ratio, top, left), else a centre crop"
+    area = H * W
+    for k in range(0, 40, 4):
+        target = area * (p.scale0 + u[k] * p.dscale)
+        aspect = math.exp(p.logratio0 + u[k + 1] * p.dlogratio)
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))  # round half to even, as torch
+        if 0 < w <= W and 0 < h <= H: return math.floor(u[k + 3] * (W - w + 1)), math.floor(u[k + 2] * (H - h + 1)), w, h
+    w = round(H * p.ratio_hi) if W / H > p.ratio_hi else W  # the fallback: the whole image, its ratio clamped to the range
+    h = round(W / p.ratio_lo) if W / H < p.ratio_lo else H
+    return (W - w) // 2, (H - h) // 2, w, h
 
 def draw_view_params(specs:Sequence[ViewSpec], # the views of one image
                      height:int, width:int, # the image's size
                      jitter:float=0.4, p_jitter:float=0.8, p_gray:float=0.2, p_blur:float=0.5, blur=None,
                     ) -> torch.Tensor: # (len(specs), len(VIEW_PARAMS)) float32
     "Every random choice of an image's views, from torch's generator in one call: crop, flip, jitter, grayscale, blur"
-    V, blur = len(specs), BLUR_SIGMA if blur is None else blur
-    u = torch.rand(V, _N_UNIFORMS, dtype=torch.float64).numpy()
-    out = np.zeros((V, len(VIEW_PARAMS)))
-    scale, ratio = np.array([s.scale for s in specs], float), np.array([s.ratio for s in specs], float)
-    out[:, :4] = _crop_boxes(u[:, :40].reshape(V, 10, 4), height, width, scale, ratio)
-    out[:, _P['flip']] = u[:, 40] < np.array([s.hflip for s in specs])
-    colour = np.array([s.colour for s in specs])
-    lo = max(0.0, 1 - jitter)
-    out[:, _P['jitter']] = colour & (u[:, 41] < p_jitter)
-    out[:, _P['brightness']:_P['hue']] = lo + u[:, 42:45] * (1 + jitter - lo)
-    out[:, _P['hue']] = (2 * u[:, 45] - 1) * jitter / 4
-    out[:, _P['order0']:_P['order3'] + 1] = np.argsort(u[:, 46:50], 1)
-    out[:, _P['gray']] = colour & (u[:, 50] < p_gray)
-    out[:, _P['sigma']] = np.where(colour & (u[:, 51] < p_blur), blur[0] + u[:, 52] * (blur[1] - blur[0]), 0)
-    return torch.from_numpy(out).float()
+    b0, b1 = BLUR_SIGMA if blur is None else blur
+    plans = _plans(tuple(specs))
+    lo = max(0.0, 1 - jitter); span = 1 + jitter - lo
+    rows = []  # plain Python floats: a dozen views are too few for numpy's per-call overhead (7x slower for SimMIM's one)
+    for u, p in zip(torch.rand(len(plans), _N_UNIFORMS, dtype=torch.float64).tolist(), plans):
+        order = sorted(range(4), key=u[46:50].__getitem__)  # the argsort of 4 uniforms: a random order of the jitter ops
+        rows.append((*_crop_box(u, height, width, p), u[40] < p.hflip, p.colour and u[41] < p_jitter,
+                     lo + u[42] * span, lo + u[43] * span, lo + u[44] * span, (2 * u[45] - 1) * jitter / 4, *order,
+                     p.colour and u[50] < p_gray, b0 + u[52] * (b1 - b0) if p.colour and u[51] < p_blur else 0.0))
+    return torch.from_numpy(np.array(rows, dtype=np.float32))
 
 # %% ../nbs/01a_views.ipynb #32075c86
+def _hwc3(img) -> torch.Tensor:
+    "An image as an HxWx3 uint8 tensor: a uint8 array or tensor is viewed, not copied (gray by a 0 stride, alpha dropped); PIL is converted"
+    if isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.flags.writeable: img = torch.from_numpy(img)
+    if isinstance(img, torch.Tensor) and img.dtype == torch.uint8 and (img.ndim == 2 or (img.ndim == 3 and img.shape[-1] in (1, 3, 4))):
+        img = img if img.ndim == 3 else img[..., None]
+        return img.expand(-1, -1, 3) if img.shape[-1] == 1 else img[..., :3]
+    if isinstance(img, torch.Tensor): img = img.numpy()
+    return torch.from_numpy(np.array(to_rgb(img), dtype=np.uint8))  # (H, W, 3), a copy the tensor owns
+
 class DecodedViews:
-    "The loader side of the batched views: PIL image in, (uint8 HxWx3 tensor, view parameters[, SimMIM mask]) out"
+    "The loader side of the batched views: image in (PIL, or a uint8 array viewed as is), (uint8 HxWx3 tensor, view parameters[, SimMIM mask]) out"
+    takes_arrays = True  # `Views` hands it an in-memory dataset's stored uint8 array instead of a PIL image made from it
     def __init__(self, specs:Sequence[ViewSpec], jitter:float=0.4, mask:tuple|None=None):
         if not specs: raise ValueError("specs must hold at least one ViewSpec")
         self.specs, self.jitter, self.mask = [_check_spec(s) for s in specs], check_float('jitter', jitter, 0, 1), mask
+        if mask is not None:
+            from masklab.masking import _unit_plan
+            self._units = _unit_plan(*mask)  # (units per side, tokens per unit, masked units): `random_unit_masks`'s plan
     def __call__(self, img):
-        a = torch.from_numpy(np.array(to_rgb(img), dtype=np.uint8))  # (H, W, 3), a copy the tensor owns
+        a = _hwc3(img)
         p = draw_view_params(self.specs, a.shape[0], a.shape[1], self.jitter)
         if self.mask is None: return a, p
-        from masklab.masking import random_unit_masks
-        return a, p, random_unit_masks(1, *self.mask)[0]
+        n, s, count = self._units  # `random_unit_masks(1, *mask)[0]`, the same numbers, without its per-call checks
+        units = torch.zeros(1, n * n, dtype=torch.int64).scatter_(1, torch.rand(1, n * n).argsort(dim=1)[:, :count], 1)
+        return a, p, units.view(n, 1, n, 1).expand(n, s, n, s).reshape(n * s, n * s)
     def __repr__(self): return f"DecodedViews({len(self.specs)} views{', with masks' if self.mask else ''})"
 
 def collate_decoded(batch:Sequence) -> dict:
@@ -219,7 +234,7 @@ def crop_resize(images:list, # (3, H, W) uint8 images (sizes may differ), all on
         for k, (b, (x0, y0, w, h), f) in enumerate(zip(sample.tolist(), boxes.long().tolist(), flip.tolist())):
             v = F.interpolate(images[b][None, :, y0:y0 + h, x0:x0 + w], size=(size, size), mode='bilinear',
                               antialias=True, align_corners=False)[0]
-            if shift is None: out[k].copy_(v.flip(-1) if f else v).mul_(scale)  # to float while the crop is in cache
+            if shift is None: torch.mul(v.flip(-1) if f else v, scale, out=out[k])  # to float in one pass, while the crop is in cache
             else: torch.mul(v.flip(-1) if f else v, scale, out=out[k]).add_(shift)  # and normalized, in the same two passes
         return out
     H, W = max(int(i.shape[1]) for i in images), max(int(i.shape[2]) for i in images)

@@ -226,3 +226,67 @@ def test_hue_equals_torchvisions_float_hue():
     f = torch.linspace(-0.1, 0.1, 6)  # each image its own shift
     ref = torch.stack([TF.adjust_hue(v, float(s)) for v, s in zip(x, f)])
     assert (adjust_hue_(x.clone(), f) - ref).abs().max() < 1e-5
+
+def _numpy_params(specs, H, W, jitter=0.4, p_jitter=0.8, p_gray=0.2, p_blur=0.5, blur=(0.1, 2.0)):
+    "draw_view_params as it was written before 2026-12-02 (vectorised numpy): the reference for the plain-Python one"
+    V, u = len(specs), torch.rand(len(specs), 53, dtype=torch.float64).numpy()
+    scale, ratio = np.array([s.scale for s in specs], float), np.array([s.ratio for s in specs], float)
+    c, lr = u[:, :40].reshape(V, 10, 4), np.log(ratio)
+    target = H * W * (scale[:, :1] + c[..., 0] * (scale[:, 1:] - scale[:, :1]))
+    aspect = np.exp(lr[:, :1] + c[..., 1] * (lr[:, 1:] - lr[:, :1]))
+    w, h = np.round(np.sqrt(target * aspect)), np.round(np.sqrt(target / aspect))
+    ok = (w > 0) & (w <= W) & (h > 0) & (h <= H)
+    r, first, found = np.arange(V), ok.argmax(1), ok.any(1)
+    w, h = w[r, first], h[r, first]
+    y0, x0 = np.floor(c[r, first, 2] * (H - h + 1)), np.floor(c[r, first, 3] * (W - w + 1))
+    lo, hi = ratio.min(1), ratio.max(1)
+    fw = np.where(W / H > hi, np.round(H * hi), W); fh = np.where(W / H < lo, np.round(W / lo), H)
+    out = np.zeros((V, 16))
+    out[:, :4] = np.stack([np.where(found, x0, (W - fw) // 2), np.where(found, y0, (H - fh) // 2),
+                           np.where(found, w, fw), np.where(found, h, fh)], 1)
+    colour, jl = np.array([s.colour for s in specs]), max(0.0, 1 - jitter)
+    out[:, 4] = u[:, 40] < np.array([s.hflip for s in specs])
+    out[:, 5] = colour & (u[:, 41] < p_jitter)
+    out[:, 6:9] = jl + u[:, 42:45] * (1 + jitter - jl)
+    out[:, 9] = (2 * u[:, 45] - 1) * jitter / 4
+    out[:, 10:14] = np.argsort(u[:, 46:50], 1)
+    out[:, 14] = colour & (u[:, 50] < p_gray)
+    out[:, 15] = np.where(colour & (u[:, 51] < p_blur), blur[0] + u[:, 52] * (blur[1] - blur[0]), 0)
+    return torch.from_numpy(out).float()
+
+def test_params_are_the_vectorised_rule_bitwise():
+    "the plain-Python draw_view_params gives the very numbers of the numpy formulation, centre-crop fallback included"
+    specs = [[ViewSpec(224, (0.3, 1.0), colour=True)] * 2 + [ViewSpec(96, (0.05, 0.3), colour=True)] * 10,
+             [ViewSpec(224, (0.67, 1.0))], [ViewSpec(32, (0.9, 1.0), (3.0, 4.0), 0.3, True), ViewSpec(16, (0.01, 1.0), (0.2, 0.3))]]
+    for sp, (H, W), seed in itertools.product(specs, [(512, 512), (427, 640), (1411, 1411), (30, 400), (400, 30), (8, 8)], range(40)):
+        sp = [ViewSpec(s.size, s.scale, s.ratio, s.hflip, s.colour) for s in sp]
+        torch.manual_seed(seed); ref = _numpy_params(sp, H, W)
+        torch.manual_seed(seed); ours = draw_view_params(sp, H, W)
+        assert ours.dtype == torch.float32 and torch.equal(ours, ref), (H, W, seed)
+
+def test_arrays_are_viewed_not_copied_and_give_the_same_views(ph):
+    "an ImageDataset of uint8 arrays: the worker views them (no PIL round trip, no copy), and the views are bitwise those of PIL input"
+    from masklab.data import ImageDataset
+    from masklab.masking import random_unit_masks
+    rgb = [np.array(im) for _, im in ph[:3]]
+    gray, rgba = rgb[0][..., 1].copy(), np.concatenate([rgb[1], np.full(rgb[1].shape[:2] + (1,), 7, np.uint8)], -1)
+    arrays = rgb + [gray, rgba]
+    ds = ImageDataset(arrays, list(range(5)), [str(k) for k in range(5)])
+    pil = [(ds[i][0], i) for i in range(5)]  # the PIL images the per-image path sees
+    for method, views in (('msn', dict(rand_size=48, focal_size=24, focal_views=3)),
+                          ('simmim', dict(img_size=64, mask_patch_size=16, model_patch_size=8, mask_ratio=0.6))):
+        tf, col, aug = view_pipeline(method, views, 'cpu')
+        va, vp = Views(ds, tf, seed=2), Views(pil, tf, seed=2)
+        sa = [va[i] for i in range(5)]
+        assert all(s[0][0].data_ptr() == a.__array_interface__['data'][0] for s, a in zip(sa, arrays))  # views of the arrays
+        a, p = aug(col(sa)), aug(col([vp[i] for i in range(5)]))
+        for k in a:
+            for x, y in (zip(a[k], p[k]) if k == 'anchors' else [(a[k], p[k])]): assert torch.equal(x, y), (method, k)
+        if method == 'simmim':  # the worker's mask is `random_unit_masks`' own, drawn after the view's numbers
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0); draw_view_params(tf.specs, 10, 10); ref = random_unit_masks(1, 64, 16, 8, 0.6)[0]
+                torch.manual_seed(0); got = tf(rgb[0])[2]
+            assert torch.equal(got, ref) and got.dtype == ref.dtype
+    loader = lambda w: torch.utils.data.DataLoader(va, batch_size=5, num_workers=w, collate_fn=col)
+    b0, b2 = next(iter(loader(0))), next(iter(loader(2)))
+    assert all(torch.equal(x, y) for x, y in zip(b0['images'], b2['images'])) and torch.equal(b0['mask'], b2['mask'])
