@@ -220,6 +220,7 @@ def crop_resize(images:list, # (3, H, W) uint8 images (sizes may differ), all on
                 size:int, # output side
                 mode:str='auto', # 'loop': one antialiased resize per crop; 'roi_align': one call for all; 'auto': loop on CPU
                 mean=None, std=None, # per-channel, for [0, 1] pixels: if given, the crops come out normalized
+                out:torch.Tensor|None=None, # (K, 3, size, size) float32 to write into (e.g. a buffer kept between batches)
                ) -> torch.Tensor: # (K, 3, size, size) float32 in [0, 1] (or normalized)
     "Crop each box out of its image and resize it to size x size (bilinear, antialiased or area-sampled), flipped where asked"
     mode = check_choice('mode', mode, ('auto', 'loop', 'roi_align'))
@@ -230,7 +231,7 @@ def crop_resize(images:list, # (3, H, W) uint8 images (sizes may differ), all on
         m, s = torch.as_tensor(mean, dtype=torch.float32, device=dev).view(3, 1, 1), torch.as_tensor(std, dtype=torch.float32, device=dev).view(3, 1, 1)
         scale, shift = 1 / (255 * s), -m / s
     if mode == 'loop':
-        out = torch.empty(len(sample), 3, size, size, device=dev)
+        out = torch.empty(len(sample), 3, size, size, device=dev) if out is None else out
         for k, (b, (x0, y0, w, h), f) in enumerate(zip(sample.tolist(), boxes.long().tolist(), flip.tolist())):
             v = F.interpolate(images[b][None, :, y0:y0 + h, x0:x0 + w], size=(size, size), mode='bilinear',
                               antialias=True, align_corners=False)[0]
@@ -246,9 +247,10 @@ def crop_resize(images:list, # (3, H, W) uint8 images (sizes may differ), all on
         canvas[k, :, :h + 1, w] = canvas[k, :, :h + 1, w - 1]
     bx = boxes.to(dev, torch.float32)
     rois = torch.cat([sample.to(dev, torch.float32)[:, None], bx[:, :2], bx[:, :2] + bx[:, 2:]], 1)
-    out = roi_align(canvas, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True).mul_(scale)
-    if shift is not None: out.add_(shift)
-    return torch.where(flip.to(dev)[:, None, None, None], out.flip(-1), out)
+    res = roi_align(canvas, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True).mul_(scale)
+    if shift is not None: res.add_(shift)
+    res = torch.where(flip.to(dev)[:, None, None, None], res.flip(-1), res)
+    return res if out is None else out.copy_(res)
 
 # %% ../nbs/01a_views.ipynb #f83fb773
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert('L') and torchvision
@@ -289,14 +291,18 @@ _JITTER = ((adjust_brightness_, 'brightness'), (adjust_contrast_, 'contrast'), (
 
 def gaussian_blur_(x, sigma, radius:int|None=None):
     "Blur each image with its own Gaussian (std `sigma` pixels; kernel `radius`, default 3 sigma, each side; edges replicated), in place"
-    n, c, H, W = x.shape
     R = math.ceil(3 * float(sigma.max())) if radius is None else radius
+    return x.copy_(_blurred(x, sigma, R))
+
+def _blurred(x, sigma, R:int):
+    "`gaussian_blur_`'s result as a new tensor"
+    n, c, H, W = x.shape
     t = torch.arange(-R, R + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-t ** 2 / (2 * sigma.to(x).view(-1, 1) ** 2))
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)
     y = F.pad(x.reshape(1, n * c, H, W), (R, R, R, R), mode='replicate')
     y = F.conv2d(F.conv2d(y, k.view(n * c, 1, -1, 1), groups=n * c), k.view(n * c, 1, 1, -1), groups=n * c)
-    return x.copy_(y.view(n, c, H, W))
+    return y.view(n, c, H, W)
 
 # %% ../nbs/01a_views.ipynb #9cb38641
 class BatchViews:
@@ -312,6 +318,7 @@ class BatchViews:
         self.strategy = check_choice('strategy', strategy, ('auto', 'runs', 'masked'))
         self.mean, self.std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
         if kind != 'msn' and len(self.specs) != 1: raise ValueError(f"kind {kind!r} takes one view, got {len(self.specs)} specs")
+        self._scratch = None  # CPU: the sorted views of a group, kept between batches (fresh pages cost ~15% of a batch)
         self.groups = [[0]]  # the target alone, then runs of equal-size anchors (as `collate_views` groups them)
         for k in range(1, len(self.specs)):
             if len(self.groups) > 1 and self.specs[k].size == self.specs[self.groups[-1][0]].size: self.groups[-1].append(k)
@@ -337,7 +344,9 @@ class BatchViews:
         code = torch.where(p[:, _P['jitter']] > 0, 1 + o[:, 0] * 64 + o[:, 1] * 16 + o[:, 2] * 4 + o[:, 3], 0)
         order = (code * 2 + (p[:, _P['gray']] > 0)).argsort(stable=True)  # runs of one jitter order, gray views last
         p, code = p[order], code[order]
-        x = crop_resize(images, sample[order], p[:, :4], p[:, _P['flip']] > 0, size, self.crop)
+        n = len(order) * 3 * size * size
+        if self._scratch is None or self._scratch.device != dev or self._scratch.numel() < n: self._scratch = torch.empty(n, device=dev)
+        x = crop_resize(images, sample[order], p[:, :4], p[:, _P['flip']] > 0, size, self.crop, out=self._scratch[:n].view(-1, 3, size, size))
         return _colour_runs(x, p, code, order.to(dev), self.mean.to(dev).view(1, 3, 1, 1), self.std.to(dev).view(1, 3, 1, 1))
 
     def __call__(self, batch:dict, device=None) -> dict:
@@ -357,6 +366,7 @@ class BatchViews:
         image = self.views(images, params, [0])
         if self.kind == 'image': return dict(image=image, label=label)
         return dict(image=image, mask=batch['mask'].to(dev, non_blocking=True), label=label)
+    def __getstate__(self): return {**self.__dict__, '_scratch': None}  # a loader worker gets the settings, not the buffer
     def __repr__(self): return f"BatchViews({self.kind}, {len(self.specs)} views, groups {[len(g) for g in self.groups]})"
 
 CHUNK_BYTES = 2 ** 21  # the views changed together on a CPU: about 2 MB, so that the ~60 passes of jitter stay in cache
@@ -365,6 +375,8 @@ def _colour_runs(x, p, code, order, mean, std):
     "Jitter, grayscale, normalization and blur planned on the host on views sorted by jitter order; the views in `order`'s places"
     pd, start, gray, out = p.to(x.device, non_blocking=True), 0, (p[:, _P['gray']] > 0).tolist(), torch.empty_like(x)
     step = max(1, CHUNK_BYTES // (x[0].numel() * x.element_size()))
+    radius = torch.ceil(3 * p[:, _P['sigma']]).long()  # each view's own kernel: no view depends on its batch
+    dest, blur, m, s = order.tolist(), (radius > 0).tolist(), mean[0], std[0]
     for c, n in zip(*[t.tolist() for t in torch.unique_consecutive(code, return_counts=True)]):
         for a in range(start, start + n, step):  # cache-sized slices of the run: whole runs are memory-bound
             b = min(a + step, start + n)
@@ -374,14 +386,14 @@ def _colour_runs(x, p, code, order, mean, std):
                     op(x[a:b], pd[a:b, _P[name]])
             g = a + gray[a:b].index(True) if True in gray[a:b] else b
             if g < b: x[g:b] = _gray(x[g:b])  # the run's gray views are its tail
-            out.index_copy_(0, order[a:b], x[a:b].sub_(mean).div_(std))  # normalized before the blur, which commutes
-        start += n                                                       # with it (a normalized kernel, edges replicated)
-    radius = torch.ceil(3 * p[:, _P['sigma']]).long()  # each view's own kernel: no view depends on its batch
+            for j in range(a, b):  # normalized (before the blur, which commutes with it: a normalized kernel, edges
+                if blur[j]: x[j].sub_(m).div_(s)  # replicated) into its place in one pass; a view to blur stays for the blur
+                else: torch.sub(x[j], m, out=out[dest[j]]).div_(s)
+        start += n
     for R in radius.unique().tolist():
         if R == 0: continue
-        k = (radius == R).nonzero().flatten()
-        i = order[k.to(x.device)]
-        out.index_copy_(0, i, gaussian_blur_(out.index_select(0, i), pd[k.to(x.device), _P['sigma']], R))
+        k = (radius == R).nonzero().flatten().to(x.device)
+        out.index_copy_(0, order[k], _blurred(x.index_select(0, k), pd[k, _P['sigma']], R))
     return out
 
 def _colour_masked(x, p):

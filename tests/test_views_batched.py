@@ -290,3 +290,21 @@ def test_arrays_are_viewed_not_copied_and_give_the_same_views(ph):
     loader = lambda w: torch.utils.data.DataLoader(va, batch_size=5, num_workers=w, collate_fn=col)
     b0, b2 = next(iter(loader(0))), next(iter(loader(2)))
     assert all(torch.equal(x, y) for x, y in zip(b0['images'], b2['images'])) and torch.equal(b0['mask'], b2['mask'])
+
+def test_scratch_is_reused_and_not_pickled(ph):
+    "BatchViews keeps its CPU buffer between batches of any size (same views as a fresh one), and a pickled copy leaves it behind"
+    import pickle
+    spec = msn_view_specs(MSNViews(48, 24, 1, 3))
+    vw = Views([(im, k) for k, (_, im) in enumerate(ph[:5])], DecodedViews(spec), seed=4)
+    bv = BatchViews(spec)
+    big, small = collate_decoded([vw[i] for i in range(5)]), collate_decoded([vw[i] for i in (3, 1)])
+    first = bv(big)
+    buf = bv._scratch
+    assert buf is not None and buf.numel() >= 5 * 3 * 3 * 24 * 24
+    bv(small)
+    again, fresh = bv(big), BatchViews(spec)(big)
+    assert bv._scratch is buf  # kept, not reallocated
+    for a, b, c in zip([first['target'], *first['anchors']], [again['target'], *again['anchors']], [fresh['target'], *fresh['anchors']]):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    copy = pickle.loads(pickle.dumps(bv))
+    assert copy._scratch is None and bv._scratch is buf and len(pickle.dumps(bv)) < 100_000
