@@ -289,7 +289,9 @@ def summary_columns(summary:dict) -> dict:
         if not r: continue
         cols[f'{prefix}knn'] = r['knn']
         for s, v in (r.get('fewshot') or {}).items(): cols[f'{prefix}fewshot_{s}'] = v['mean']
-        for f, v in (r.get('finetune') or {}).items(): cols[f'{prefix}finetune_{f}'] = v['accuracy']
+        for f, v in (r.get('finetune') or {}).items():
+            cols[f'{prefix}finetune_{f}'] = v['accuracy']
+            if 'train_accuracy' in v: cols[f'{prefix}finetune_train_{f}'] = v['train_accuracy']  # on its own labelled images
     return cols
 
 def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset); each point overrides some keys
