@@ -30,6 +30,9 @@ class LabelledSubset(Dataset):
         self.labels = [ds.labels[i] for i in self.indices]
     def __len__(self): return len(self.indices)
     def __getitem__(self, i): return self.ds[self.indices[i]]
+    def stored(self, i):  # the batched views take an in-memory dataset's uint8 array as it is (`ImageDataset.stored`)
+        j = self.indices[i]
+        return self.ds.stored(j) if hasattr(self.ds, 'stored') else self.ds[j]
 
 def check_eval_config(ev:dict) -> dict:
     "Check a run's `eval` settings: knn (bool), k, heldout (fraction kept out of pre-training), fewshot (shots), n_splits"

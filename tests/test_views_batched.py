@@ -308,3 +308,19 @@ def test_scratch_is_reused_and_not_pickled(ph):
         assert torch.equal(a, b) and torch.equal(a, c)
     copy = pickle.loads(pickle.dumps(bv))
     assert copy._scratch is None and bv._scratch is buf and len(pickle.dumps(bv)) < 100_000
+
+def test_a_labelled_subset_hands_on_its_arrays(ph):
+    "the pre-training half of a held-out split (`LabelledSubset`) passes its dataset's arrays through: the same views bitwise"
+    from masklab.data import ImageDataset
+    from masklab.train import LabelledSubset
+    arrays = [np.array(im)[..., 0].copy() for _, im in ph[:4]]  # gray, as MNIST is stored
+    sub = LabelledSubset(ImageDataset(arrays, [0, 1, 2, 3], list('abcd')), [3, 1])
+    assert sub.stored(0)[0] is arrays[3] and sub.stored(1)[1] == 1
+    tf, col, aug = view_pipeline('msn', dict(rand_size=32, focal_size=16, focal_views=2), 'cpu')
+    a = aug(col([Views(sub, tf, seed=1)[i] for i in range(2)]))
+    p = aug(col([Views([sub[i] for i in range(2)], tf, seed=1)[i] for i in range(2)]))  # PIL images
+    assert all(torch.equal(x, y) for x, y in zip([a['target'], *a['anchors']], [p['target'], *p['anchors']]))
+    class Plain:  # a dataset without `stored`: its items as they are
+        labels = [0]
+        def __getitem__(self, i): return Image.new('RGB', (8, 8)), 0
+    assert isinstance(LabelledSubset(Plain(), [0]).stored(0)[0], Image.Image)
