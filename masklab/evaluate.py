@@ -537,14 +537,13 @@ def finetune(model_or_run, train_ds, test_ds,
                 losses.append(loss.item()); lrs.append(finetune_lr(step, total, warm, cfg)); step += 1; bar.update(1)
     clf.eval()
     tf = eval_transform(size, 'bicubic')
+    @torch.no_grad()
     def accuracy(ds):  # centre crops, no augmentation; on the training images too: under- or over-fitting, measured
-        correct = 0
-        with torch.no_grad():
-            for i in range(0, len(ds), 64):
-                items = [ds[j] for j in range(i, min(len(ds), i + 64))]
-                x = torch.stack([tf(im) for im, _ in items]).to(dev)
-                correct += int((clf(x).argmax(1).cpu() == torch.as_tensor([int(t) for _, t in items])).sum())
-        return correct / len(ds)
+        hits = 0
+        for i in range(0, len(ds), 64):
+            items = [ds[j] for j in range(i, min(len(ds), i + 64))]
+            hits += int((clf(torch.stack([tf(im) for im, _ in items]).to(dev)).argmax(1).cpu() == torch.as_tensor([int(t) for _, t in items])).sum())
+        return hits / len(ds)
     return dict(protocol='finetune', recipe=recipe, **cfg, dim=clf.encoder.num_features, steps=total, warmup_steps=warm,
                 first_lr=lrs[0], last_lr=lrs[-1], first_loss=losses[0], final_loss=losses[-1],
                 train_accuracy=accuracy(train_ds), accuracy=accuracy(test_ds))

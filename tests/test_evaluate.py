@@ -113,6 +113,7 @@ def test_finetune(runs, crops, tmp_path):
     from masklab.evaluate import finetune, Classifier, layer_decay_groups
     res = finetune(runs['simmim'], crops, crops, 'simmim', epochs=1, batch_size=16, progress=False)
     assert res['steps'] == len(crops) // 16 and 0 <= res['accuracy'] <= 1 and res['layer_decay'] == 0.65
+    assert res['train_accuracy'] == res['accuracy']  # tested on its own training images: the same centre crops, the same number
     groups = layer_decay_groups(Classifier(runs['simmim'], 14), layer_decay=0.5)
     assert sorted({g['lr_scale'] for g in groups}) == [0.125, 0.25, 0.5, 1.0]
     out = tmp_path/'ft.json'

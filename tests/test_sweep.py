@@ -94,3 +94,12 @@ def test_read_results_filters_rows_and_attaches_logs(tmp_path):
     got = read_results(tmp_path, {'model.T': 1.0}, logs=True)
     assert [r['id'] for r in got] == ['a'] and [x['loss'] for x in got[0]['log']] == [2.0, 1.5]
     assert read_results(tmp_path, {'model.T': 0.25}, logs=True)[0]['log'] == []  # no log kept: an empty list
+
+def test_summary_columns_flatten_each_model_and_fine_tune():
+    "a run summary's evaluation as flat row columns: pre-trained plain, random init `init_`, pixels `pixels_`; fine-tunes with their own-label accuracy"
+    from masklab.sweep import summary_columns
+    ft = {'0.1': dict(accuracy=0.6, train_accuracy=0.7, labels=400, steps=1000), '0.01': dict(accuracy=0.3, labels=40, steps=1000)}
+    s = dict(eval=dict(pretrained=dict(knn=0.5, fewshot={'5': dict(mean=0.4)}, finetune=ft),
+                       random_init=dict(knn=0.2, finetune={'0.1': dict(accuracy=0.55, train_accuracy=0.65)}), pixels=None))
+    assert summary_columns(s) == {'knn': 0.5, 'fewshot_5': 0.4, 'finetune_0.1': 0.6, 'finetune_train_0.1': 0.7,
+                                  'finetune_0.01': 0.3, 'init_knn': 0.2, 'init_finetune_0.1': 0.55, 'init_finetune_train_0.1': 0.65}

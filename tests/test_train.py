@@ -201,6 +201,7 @@ def test_few_label_finetune_uses_a_fraction_of_the_pretraining_labels():
            'model': dict(encoder='simmim_vit_tiny', encoder_kwargs=dict(patch_size=4), head='linear', mask_patch_size=8, mask_ratio=0.6)}
     r = few_label_finetune(build_method(cfg)[0], ds, split, dict(fractions=[0.1], epochs=1, recipe='simmim'), 16)
     assert abs(r['0.1']['labels'] - 0.1 * len(split[0])) <= 10 and 0 <= r['0.1']['accuracy'] <= 1
+    assert 0 <= r['0.1']['train_accuracy'] <= 1 and r['0.1']['final_loss'] > 0  # under- or over-fitting, kept in the summary
 
 def test_few_label_finetune_steps_are_the_same_at_every_fraction():
     "eval.finetune.steps: each fraction fine-tunes for the same number of optimizer steps (1% of labels is not a handful)"
