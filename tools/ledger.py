@@ -9,7 +9,8 @@ A claim in results/claims.json is measured one of two ways:
 - one setting against another (an ablation): `results`, `metric` and `against` = {results, metric, label}, each side
   optionally filtered with `where` = {column: value}; `expect` is 'higher' (the paper's setting scores higher), 'lower'
   (it scores lower, e.g. a collapse measure) or 'no_worse' (at least as good, e.g. the light head). A metric `log:NAME` is NAME in the last line of each
-  run's committed runs/ID/metrics.jsonl (e.g. `log:n_protos`, prototypes in use at the end of training)."""
+  run's committed runs/ID/metrics.jsonl (e.g. `log:n_protos`, prototypes in use at the end of training). An ablation
+shows its values in % unless it gives `scale` (1 for a loss such as `recon_own`)."""
 import argparse, json, sys
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def versus(c) -> tuple[str, str]:
     if not ra or not rb: return '', 'not measured yet'
     m = [value(a['results'], r, a['metric']) for r in ra]
     o = [value(b['results'], r, b['metric']) for r in rb]
-    k = scale(a['metric'])
+    k = c.get('scale', scale(a['metric']))  # accuracies in %; a loss (e.g. `recon_own`) names scale 1
     def show(vals): return seed_text(vals, scale=k, digits=1 if k == 100 else 2, seeds=True)
     text = f"{c.get('label', 'paper setting')} {show(m)} vs {b['label']} {show(o)}"
     return text, judge(m, o, b['label'], c.get('expect', 'higher'), k=k)
