@@ -19,9 +19,9 @@ from .train import pretrain
 
 # %% auto #0
 __all__ = ['load_image', 'cmd_data', 'check_out', 'check_out_dir', 'cmd_views', 'mask_settings', 'cmd_masks', 'apply_set',
-           'resolve_config', 'cmd_pretrain', 'add_pretrain_parser', 'load_simmim_checkpoint', 'cmd_reconstruct',
-           'load_eval_model', 'format_result', 'cmd_evaluate', 'add_evaluate_parser', 'parse_grid', 'cmd_sweep',
-           'add_sweep_parser', 'build_parser', 'main']
+           'resolve_config', 'cmd_pretrain', 'add_pretrain_parser', 'load_simmim_checkpoint', 'default_images',
+           'cmd_reconstruct', 'load_eval_model', 'format_result', 'cmd_evaluate', 'add_evaluate_parser', 'parse_grid',
+           'cmd_sweep', 'add_sweep_parser', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #60b2b313
 def load_image(spec:str):
@@ -206,14 +206,15 @@ def add_pretrain_parser(sub):
 
 # %% ../nbs/11_cli.ipynb #2253d042
 def load_simmim_checkpoint(spec:str|None):
-    "A SimMIM model from a run folder or file of `masklab pretrain`, a `save_simmim` file, or None (the shipped demo)"
-    from masklab.simmim import SimMIM, load_simmim
+    "A SimMIM model from a run folder or file of `masklab pretrain`, a `save_simmim` file, a shipped demo's name, or None (the photo demo)"
+    from masklab.simmim import SimMIM, DEMOS, load_simmim
     from masklab.trainer import load_run
     if spec is None: return load_simmim()
     p = Path(spec).expanduser()
+    if spec in DEMOS and not p.exists(): return load_simmim(demo=spec)
     f = p/'model.safetensors' if p.is_dir() else p
     if not f.is_file():
-        raise ValueError(f"--checkpoint {spec!r} is neither a run folder with model.safetensors nor a file")
+        raise ValueError(f"--checkpoint {spec!r} is neither a shipped demo ({', '.join(DEMOS)}), a run folder with model.safetensors nor a file")
     try: model, cfg = load_run(f)
     except ValueError as e:
         if 'no config' not in str(e): raise
@@ -221,6 +222,16 @@ def load_simmim_checkpoint(spec:str|None):
     if not isinstance(model, SimMIM):
         raise ValueError(f"--checkpoint {spec!r} holds a {cfg['method']!r} model; reconstruct needs a SimMIM one")
     return model
+
+def default_images(model, n:int=4) -> list:
+    "What `reconstruct` draws without `--image`: held-out digits for a model pre-trained on MNIST, else four photos"
+    cfg = getattr(model, 'config', None) or {}
+    if cfg.get('data') != 'mnist': return [load_image(i) for i in ('chelsea', 'astronaut', 'coffee', 'rocket')]
+    from masklab.data import mnist
+    from masklab.train import heldout_split
+    ds = mnist()
+    te = heldout_split(ds, dict(heldout=0.2))[1]  # the digits pre-training never saw (the preset's split)
+    return [ds[int(te[i * len(te) // n])][0] for i in range(n)]
 
 def cmd_reconstruct(args) -> int:
     "Draw SimMIM reconstructions of each `--image` to `--out`"
@@ -230,7 +241,7 @@ def cmd_reconstruct(args) -> int:
     model = load_simmim_checkpoint(args.checkpoint)
     if args.unit is not None and args.unit not in unit_sizes(model):
         raise ValueError(f"--unit {args.unit} does not fit this model; allowed: {', '.join(map(str, unit_sizes(model)))}")
-    images = [load_image(i) for i in (args.image or ['chelsea', 'astronaut', 'coffee', 'rocket'])]
+    images = [load_image(i) for i in args.image] if args.image else default_images(model)
     kw = dict(mask_ratio=ratio, mask_patch_size=args.unit, seed=seed)
     fig = reconstruction_grid(model, images, [kw] * len(images), size=2.0)
     print(_save(fig, out))
@@ -407,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_views)
     add_pretrain_parser(sub)
     s = sub.add_parser('reconstruct', help='draw SimMIM reconstructions (original | masked | prediction | pasted)')
-    s.add_argument('--checkpoint', default=None, help='a pretrain run folder or .safetensors file (default: the shipped demo)')
-    s.add_argument('--image', action='append', help='a bundled photo or an image file (repeatable; default: four photos)')
+    s.add_argument('--checkpoint', default=None, help='a pretrain run folder, a .safetensors file, or a shipped demo: photos (the default) or digits')
+    s.add_argument('--image', action='append', help='a bundled photo or an image file (repeatable; default: four photos, or four held-out digits for a model pre-trained on MNIST)')
     s.add_argument('--ratio', type=float, default=0.6, help='mask ratio')
     s.add_argument('--unit', type=int, default=None, help="mask unit in pixels (default: the model's own)")
     s.add_argument('--seed', type=int, default=0)

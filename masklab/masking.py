@@ -196,11 +196,14 @@ def random_unit_masks(batch_size:int, # number of masks
                      ) -> torch.Tensor: # (batch_size, grid, grid), 1 = masked
     "A batch of SimMIM random masks in one call, with the official semantics"
     batch_size = check_int('batch_size', batch_size, 1)
-    rand_size, scale, count = _unit_plan(input_size, mask_patch_size, model_patch_size, mask_ratio)
-    noise = torch.rand(batch_size, rand_size ** 2, device=device, generator=generator)
-    chosen = noise.argsort(dim=1)[:, :count]
-    units = torch.zeros(batch_size, rand_size ** 2, dtype=dtype, device=noise.device).scatter_(1, chosen, 1)
-    return upsample_mask(units.view(batch_size, rand_size, rand_size), scale)
+    return _unit_masks(batch_size, _unit_plan(input_size, mask_patch_size, model_patch_size, mask_ratio), device, generator, dtype)
+
+def _unit_masks(batch_size:int, plan:tuple, device=None, generator=None, dtype=torch.int64) -> torch.Tensor:
+    "`random_unit_masks` past its checks, for a caller that checked once (the batched views' loader, per image)"
+    n, s, count = plan  # `_unit_plan`: units per side, tokens per unit side, masked units
+    noise = torch.rand(batch_size, n * n, device=device, generator=generator)
+    units = torch.zeros(batch_size, n * n, dtype=dtype, device=noise.device).scatter_(1, noise.argsort(dim=1)[:, :count], 1)
+    return units.view(batch_size, n, 1, n, 1).expand(batch_size, n, s, n, s).reshape(batch_size, n * s, n * s)
 
 @patch
 def batch(self:MaskGenerator,

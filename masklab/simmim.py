@@ -25,10 +25,10 @@ from .data import method_views
 from .evaluate import simmim_features
 
 # %% auto #0
-__all__ = ['LOSS_ON', 'HEADS', 'DEMO_CONFIG', 'SimMIMHead', 'norm_targets', 'simmim_loss', 'MLPHead', 'TransformerHead', 'SimMIM',
-           'train_simmim', 'demo_checkpoint_path', 'build_simmim', 'save_simmim', 'load_simmim',
-           'train_demo_checkpoint', 'reconstruction_errors', 'input_size', 'unit_sizes', 'render_reconstruction',
-           'reconstruction_grid', 'ReconstructionExplorer']
+__all__ = ['LOSS_ON', 'HEADS', 'DEMO_CONFIG', 'DEMOS', 'SimMIMHead', 'norm_targets', 'simmim_loss', 'MLPHead', 'TransformerHead',
+           'SimMIM', 'train_simmim', 'demo_checkpoint_path', 'build_simmim', 'save_simmim', 'load_simmim',
+           'train_demo_checkpoint', 'save_run_demo', 'reconstruction_errors', 'input_size', 'unit_sizes',
+           'render_reconstruction', 'reconstruction_grid', 'ReconstructionExplorer']
 
 # %% ../nbs/04_light_head.ipynb #67bce9ec
 def _check_window(window) -> int:
@@ -277,14 +277,18 @@ DEMO_CONFIG = dict(
     data=dict(name='photo_crops', n_per_photo=256, size=80, seed=0),
     steps=900, batch_size=64, lr=1.5e-3, warmup=60, weight_decay=0.05, seed=0)
 
-def demo_checkpoint_path() -> Path:
-    "Where the shipped demo checkpoint lives (inside the installed package)"
+DEMOS = dict(photos='simmim_demo.safetensors',  # `DEMO_CONFIG`: 900 steps on photo crops, 64 px
+             digits='simmim_digits.safetensors')  # a `masklab pretrain --preset mnist` run past the plateau (`save_run_demo`)
+
+def demo_checkpoint_path(name:str='photos') -> Path:
+    "Where a shipped demo checkpoint lives (inside the installed package): a name in `DEMOS`"
     from importlib.resources import files
-    return Path(str(files('masklab'))) / 'assets' / 'simmim_demo.safetensors'
+    return Path(str(files('masklab'))) / 'assets' / DEMOS[check_choice('demo', name, tuple(DEMOS))]
 
 def build_simmim(config:dict) -> SimMIM:
     "A SimMIM model from a config dict like `DEMO_CONFIG`"
-    enc = create_encoder(config['encoder'], **config.get('encoder_kwargs', {}))
+    size = {'img_size': config['img_size']} if 'img_size' in config else {}
+    enc = create_encoder(config['encoder'], **{**size, **config.get('encoder_kwargs', {})})
     return SimMIM(enc, config.get('head', 'linear'), config['mask_patch_size'], config['mask_ratio'],
                   config.get('norm_target', False), config.get('norm_window', 47), config.get('loss_on', 'masked'))
 
@@ -297,11 +301,12 @@ def save_simmim(model:SimMIM, path, config:dict):
     save_file(sd, str(tmp), metadata={'config': json.dumps(config), 'format': 'masklab.simmim'})
     tmp.replace(path)  # a failed save never leaves a half-written checkpoint behind
 
-def load_simmim(path=None, # a file written by `save_simmim`; None: the shipped demo checkpoint
+def load_simmim(path=None, # a file written by `save_simmim`; None: the shipped demo checkpoint `demo`
+                demo:str='photos', # which shipped checkpoint when `path` is None: a name in `DEMOS`
                ) -> SimMIM:
     "Load a SimMIM model (eval mode, CPU) from safetensors, without unpickling anything"
     from safetensors.torch import load_file
-    path = Path(path) if path is not None else demo_checkpoint_path()
+    path = Path(path) if path is not None else demo_checkpoint_path(demo)
     config = _read_config(path)
     model = build_simmim(config)
     model.load_state_dict(load_file(str(path)))
@@ -328,14 +333,29 @@ def train_demo_checkpoint(path=None, # where to write it; None: the package's as
     save_simmim(model.eval(), path, dict(cfg, final_loss=float(np.mean(losses[-50:])), train_seconds=round(seconds)))
     return dict(losses=losses, seconds=seconds, path=path)
 
+def save_run_demo(run, # a `masklab pretrain` run folder of a SimMIM run
+                  path=None, # where to write it; None: the package's 'digits' demo
+                  **record) -> Path: # kept in the file's config beside the run's (e.g. the command that made the run)
+    "Save a pre-training run's SimMIM as a `load_simmim` checkpoint: its weights, model settings, image size, data and record"
+    from masklab.trainer import load_run
+    run = Path(run)
+    if not (run/'summary.json').is_file(): raise ValueError(f"run {str(run)!r} is not a finished run folder (no summary.json)")
+    model, cfg = load_run(run)
+    if not isinstance(model, SimMIM): raise ValueError(f"run {str(run)!r} holds a {cfg['method']!r} model, not a SimMIM one")
+    s = json.loads((run/'summary.json').read_text())
+    path = Path(path) if path is not None else demo_checkpoint_path('digits')
+    save_simmim(model, path, dict(cfg['model'], img_size=cfg['img_size'], data=cfg['data'], seed=cfg['seed'],
+                                  steps=s['steps'], final_loss=s['final_loss'], train_seconds=round(s['wall_s']), **record))
+    return path
+
 # %% ../nbs/04_light_head.ipynb #ee9bd00f
 @torch.no_grad()
 def reconstruction_errors(model:SimMIM, # a trained SimMIM
                           images:torch.Tensor, # normalized images (B, 3, H, W)
                           mask:torch.Tensor|None=None, # (B, h, w) token mask; None draws one per image
                           seed:int=0, # for the drawn masks
-                         ) -> dict: # mean L1 on masked pixels: model, mean_colour, nearest
-    "Masked-pixel L1 of the model's prediction against the mean-colour and nearest-pixel baselines"
+                         ) -> dict: # mean L1 on masked pixels: model, mean_colour, nearest, median_image
+    "Masked-pixel L1 of the model's prediction against the mean-colour, nearest-pixel and median-image baselines"
     model.eval()
     if mask is None: mask = model.make_mask(images, generator=torch.Generator(images.device).manual_seed(seed))
     p = model.patch_size
@@ -349,8 +369,9 @@ def reconstruction_errors(model:SimMIM, # a trained SimMIM
         img01 = denormalize(images[i]).permute(1, 2, 0).cpu().numpy()
         filled = torch.from_numpy(nearest_fill(np.clip(img01, 0, 1), m[i].cpu().numpy())).permute(2, 0, 1)
         near[i] = normalize(filled.to(images))
+    median = images.median(0).values.expand_as(images)  # the same picture pasted into every image: what ignores the visible pixels
     def l1(y): return simmim_loss(images, y, mask, p).item()
-    return dict(model=l1(pred), mean_colour=l1(mean_fill), nearest=l1(near))
+    return dict(model=l1(pred), mean_colour=l1(mean_fill), nearest=l1(near), median_image=l1(median))
 
 # %% ../nbs/04_light_head.ipynb #2fb30ff1
 def _figure(figsize) -> Figure:

@@ -193,9 +193,8 @@ class DecodedViews:
         a = _hwc3(img)
         p = draw_view_params(self.specs, a.shape[0], a.shape[1], self.jitter)
         if self.mask is None: return a, p
-        n, s, count = self._units  # `random_unit_masks(1, *mask)[0]`, the same numbers, without its per-call checks
-        units = torch.zeros(1, n * n, dtype=torch.int64).scatter_(1, torch.rand(1, n * n).argsort(dim=1)[:, :count], 1)
-        return a, p, units.view(n, 1, n, 1).expand(n, s, n, s).reshape(n * s, n * s)
+        from masklab.masking import _unit_masks  # `random_unit_masks(1, *mask)[0]`, the same numbers, checked once in __init__
+        return a, p, _unit_masks(1, self._units)[0]
     def __repr__(self): return f"DecodedViews({len(self.specs)} views{', with masks' if self.mask else ''})"
 
 def collate_decoded(batch:Sequence) -> dict:

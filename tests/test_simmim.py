@@ -182,3 +182,37 @@ def test_heavier_head_sizes_are_checked():
     with pytest.raises(ValueError, match='depth must be >= 1'): TransformerHead(64, 8, depth=0)
     with pytest.raises(ValueError, match='hidden_dim must be >= 1'): MLPHead(64, 8, hidden_dim=-2)
     with pytest.raises(ValueError, match='images must be square'): SimMIM(create_encoder('simmim_vit_tiny')).make_mask(torch.zeros(1, 3, 64, 32))
+
+
+def test_a_run_saved_as_a_demo_rebuilds_the_same_model(tmp_path):
+    "save_run_demo: a pretrain run's SimMIM, its image size and record, loaded by load_simmim; other inputs refused"
+    from masklab.simmim import save_run_demo
+    from masklab.presets import PRESETS
+    from masklab.train import pretrain
+    from masklab.trainer import load_run
+    cfg = {**PRESETS['tiny']['simmim'], 'device': 'cpu', 'eval': dict(knn=False, fewshot=[], heldout=0)}
+    pretrain(cfg, out=tmp_path/'run', progress=False)
+    p = save_run_demo(tmp_path/'run', tmp_path/'demo.safetensors', command='masklab pretrain --preset tiny')
+    back, (run_model, run_cfg) = load_simmim(p), load_run(tmp_path/'run')
+    assert back.config['img_size'] == run_cfg['img_size'] == 32 and back.config['command'].startswith('masklab')
+    assert back.config['steps'] == 6 and back.encoder.patch_embed.img_size == (32, 32)
+    x, m = torch.randn(2, 3, 32, 32), back.make_mask(torch.zeros(2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(back.reconstruct(x, m), run_model.reconstruct(x, m))
+    with pytest.raises(ValueError, match='no summary.json'): save_run_demo(tmp_path, tmp_path/'x.safetensors')
+    assert not (tmp_path/'x.safetensors').exists()
+
+
+def test_the_digits_demo_completes_held_out_digits():
+    "The shipped digits checkpoint: a mnist-preset run past the plateau, better than copying on digits it never saw"
+    from masklab.data import mnist
+    from masklab.evaluate import eval_transform
+    from masklab.train import heldout_split
+    model = load_simmim(demo='digits')
+    assert model.config['data'] == 'mnist' and model.config['steps'] == 3968
+    assert demo_checkpoint_path('digits').stat().st_size < 2 * 2**20
+    ds = mnist()
+    te = heldout_split(ds, dict(heldout=0.2))[1][:128]
+    x = torch.stack([eval_transform(32)(ds[int(i)][0]) for i in te])
+    errs = reconstruction_errors(model, x, seed=0)
+    assert errs['model'] < 0.85 * errs['nearest'] and errs['model'] < 0.7 * errs['median_image'], errs
+    with pytest.raises(ValueError, match="demo must be one of 'photos', 'digits'"): load_simmim(demo='faces')
