@@ -275,9 +275,9 @@ DEMO_CONFIG = dict(
     encoder='simmim_beit_tiny', encoder_kwargs=dict(embed_dim=128, depth=4, num_heads=4),
     head='linear', mask_patch_size=16, mask_ratio=0.6, img_size=64,
     data=dict(name='photo_crops', n_per_photo=256, size=80, seed=0),
-    steps=900, batch_size=64, lr=1.5e-3, warmup=60, weight_decay=0.05, seed=0)
+    steps=3600, batch_size=64, lr=1.5e-3, warmup=60, weight_decay=0.05, seed=0)
 
-DEMOS = dict(photos='simmim_demo.safetensors',  # `DEMO_CONFIG`: 900 steps on photo crops, 64 px
+DEMOS = dict(photos='simmim_demo.safetensors',  # `DEMO_CONFIG`: 3,600 steps on photo crops, 64 px
              digits='simmim_digits.safetensors')  # a `masklab pretrain --preset mnist` run past the plateau (`save_run_demo`)
 
 def demo_checkpoint_path(name:str='photos') -> Path:

@@ -93,7 +93,7 @@ def test_save_load_roundtrip(tmp_path):
     with pytest.raises(Exception): load_simmim(tmp_path / 'bad.safetensors')
 
 
-def test_shipped_checkpoint_loads_offline_and_beats_mean_colour():
+def test_shipped_checkpoint_loads_offline_and_beats_the_fills():
     path = demo_checkpoint_path()
     assert path.is_file() and path.stat().st_size < 8 * 2**20
     model = load_simmim()
@@ -101,9 +101,9 @@ def test_shipped_checkpoint_loads_offline_and_beats_mean_colour():
     x = torch.stack([normalize(torch.from_numpy(np.asarray(ds[i][0], np.float32) / 255).permute(2, 0, 1))
                      for i in range(len(ds))])
     errs = reconstruction_errors(model, x, seed=0)
-    # clearly better than the mean colour; level with copying the nearest visible pixel (see 04_light_head)
+    # clearly better than the mean colour, and than copying the nearest visible pixel (see 04_light_head)
     assert errs['model'] < 0.9 * errs['mean_colour'], errs
-    assert errs['model'] < 1.05 * errs['nearest'], errs
+    assert errs['model'] < errs['nearest'], errs
 
 
 def test_explorer_headless():
