@@ -207,7 +207,7 @@ def add_pretrain_parser(sub):
 # %% ../nbs/11_cli.ipynb #2253d042
 def load_simmim_checkpoint(spec:str|None):
     "A SimMIM model from a run folder or file of `masklab pretrain`, a `save_simmim` file, a shipped demo's name, or None (the photo demo)"
-    from masklab.simmim import SimMIM, DEMOS, load_simmim
+    from masklab.simmim import SimMIM, DEMOS, load_simmim, run_simmim_config
     from masklab.trainer import load_run
     if spec is None: return load_simmim()
     p = Path(spec).expanduser()
@@ -221,6 +221,7 @@ def load_simmim_checkpoint(spec:str|None):
         return load_simmim(f)
     if not isinstance(model, SimMIM):
         raise ValueError(f"--checkpoint {spec!r} holds a {cfg['method']!r} model; reconstruct needs a SimMIM one")
+    model.config = run_simmim_config(cfg)  # as a shipped demo carries it: `default_images` reads its data
     return model
 
 def default_images(model, n:int=4) -> list:

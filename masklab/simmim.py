@@ -20,15 +20,15 @@ from fastcore.basics import patch
 from .core import check_int, check_float, check_choice, normalize, denormalize, seed_everything, to_hwc, full_precision, get_device
 from .masking import MaskGenerator, random_unit_masks, upsample_mask, square_image, nearest_fill
 from .encoders import create_encoder, check_token_mask, _Rebuildable
-from .trainer import register_method, views_device
+from .trainer import register_method, views_device, load_run
 from .data import method_views
 from .evaluate import simmim_features
 
 # %% auto #0
 __all__ = ['LOSS_ON', 'HEADS', 'DEMO_CONFIG', 'DEMOS', 'SimMIMHead', 'norm_targets', 'simmim_loss', 'MLPHead', 'TransformerHead',
            'SimMIM', 'train_simmim', 'demo_checkpoint_path', 'build_simmim', 'save_simmim', 'load_simmim',
-           'train_demo_checkpoint', 'save_run_demo', 'reconstruction_errors', 'input_size', 'unit_sizes',
-           'render_reconstruction', 'reconstruction_grid', 'ReconstructionExplorer']
+           'train_demo_checkpoint', 'run_simmim_config', 'save_run_demo', 'reconstruction_errors', 'input_size',
+           'unit_sizes', 'render_reconstruction', 'reconstruction_grid', 'ReconstructionExplorer']
 
 # %% ../nbs/04_light_head.ipynb #67bce9ec
 def _check_window(window) -> int:
@@ -333,19 +333,22 @@ def train_demo_checkpoint(path=None, # where to write it; None: the package's as
     save_simmim(model.eval(), path, dict(cfg, final_loss=float(np.mean(losses[-50:])), train_seconds=round(seconds)))
     return dict(losses=losses, seconds=seconds, path=path)
 
+def run_simmim_config(cfg:dict) -> dict:
+    "The `load_simmim` config of a `masklab pretrain` SimMIM config: its model settings, image size, data and seed"
+    return dict(cfg['model'], img_size=cfg['img_size'], data=cfg['data'], seed=cfg['seed'])
+
 def save_run_demo(run, # a `masklab pretrain` run folder of a SimMIM run
                   path=None, # where to write it; None: the package's 'digits' demo
                   **record) -> Path: # kept in the file's config beside the run's (e.g. the command that made the run)
     "Save a pre-training run's SimMIM as a `load_simmim` checkpoint: its weights, model settings, image size, data and record"
-    from masklab.trainer import load_run
     run = Path(run)
     if not (run/'summary.json').is_file(): raise ValueError(f"run {str(run)!r} is not a finished run folder (no summary.json)")
     model, cfg = load_run(run)
     if not isinstance(model, SimMIM): raise ValueError(f"run {str(run)!r} holds a {cfg['method']!r} model, not a SimMIM one")
     s = json.loads((run/'summary.json').read_text())
     path = Path(path) if path is not None else demo_checkpoint_path('digits')
-    save_simmim(model, path, dict(cfg['model'], img_size=cfg['img_size'], data=cfg['data'], seed=cfg['seed'],
-                                  steps=s['steps'], final_loss=s['final_loss'], train_seconds=round(s['wall_s']), **record))
+    save_simmim(model, path, dict(run_simmim_config(cfg), steps=s['steps'], final_loss=s['final_loss'],
+                                  train_seconds=round(s['wall_s']), **record))
     return path
 
 # %% ../nbs/04_light_head.ipynb #ee9bd00f

@@ -216,3 +216,16 @@ def test_the_digits_demo_completes_held_out_digits():
     errs = reconstruction_errors(model, x, seed=0)
     assert errs['model'] < 0.85 * errs['nearest'] and errs['model'] < 0.7 * errs['median_image'], errs
     with pytest.raises(ValueError, match="demo must be one of 'photos', 'digits'"): load_simmim(demo='faces')
+
+
+def test_reconstruct_draws_held_out_digits_for_an_mnist_run(tmp_path):
+    "A run folder given to `masklab reconstruct` carries its data, so an MNIST run draws digits, not photos"
+    from masklab.cli import load_simmim_checkpoint, default_images
+    from masklab.presets import PRESETS
+    from masklab.train import pretrain
+    cfg = {**PRESETS['tiny']['simmim'], 'data': 'mnist', 'device': 'cpu', 'eval': dict(knn=False, fewshot=[], heldout=0)}
+    pretrain(cfg, out=tmp_path/'run', progress=False)
+    model = load_simmim_checkpoint(str(tmp_path/'run'))
+    assert model.config['data'] == 'mnist' and model.config['img_size'] == 32
+    imgs = default_images(model)
+    assert len(imgs) == 4 and imgs[0].size == (28, 28)
