@@ -15,6 +15,10 @@ A B C A B C ... with the order rotated each round (`common.alternate`), on the b
   `masklab.data.ImageDataset`, as the bundled training sets are (`photo_crops`, `digits`, `mnist`): the PIL path
   makes a PIL image of each (`ImageDataset.__getitem__`), the batched worker views the array as is (`DecodedViews`
   takes arrays: `ImageDataset.stored`, no copy);
+- `pil_files`, `batched_files`, `batched_worker_files`: the same three reading the photos from JPEG files (quality 90,
+  written once to a scratch folder) through `masklab.data.ImageFolderDataset`, the way ImageNet is read: the PIL path
+  opens and decodes each file with Pillow, the batched worker decodes it straight to a uint8 tensor
+  (`ImageFolderDataset.stored`, torchvision's decoder);
 - `lightly` (MSN only, if lightly is installed): `lightly.transforms.MSNTransform(cj_strength=0.5)` per sample (its
   jitter at 0.4, 0.4, 0.4, 0.1 like the official recipe; 2 random + 10 focal views) + stacking per view.
 
@@ -22,19 +26,23 @@ With `--device cuda` the batched path is timed where it runs in training: `batch
 `batched_device` (BatchViews on the GPU from a collated CPU batch, the copy to the GPU included, synchronized;
 samples/s of the whole device), beside `pil` per core. bench/run.py divides these by the model's images/s from bench_msn / bench_simmim.
 """
-import argparse, json
+import argparse, atexit, json, shutil, tempfile
 from common import add_common_args, setup, machine, alternate, stats, throughput
 
 def sides(method, batch, dev, quick):
     "name -> callable making one batch, for `method`"
     import torch
     import numpy as np
-    from masklab.data import photos, Views, ImageDataset
+    from masklab.data import photos, Views, ImageDataset, ImageFolderDataset
     from masklab.views import view_pipeline
     imgs = [im for _, im in photos()]
     if quick: imgs = [im.resize((128, 128)) for im in imgs[:4]]
     data = [(imgs[i % len(imgs)], i % len(imgs)) for i in range(batch)]
     arrays = ImageDataset([np.array(im) for im, _ in data], [y for _, y in data], [str(k) for k in range(len(imgs))])
+    folder = tempfile.mkdtemp(prefix='bench_views_')
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    for i, (im, _) in enumerate(data): im.save(f'{folder}/{i:04d}.jpg', quality=90)
+    files = ImageFolderDataset(folder)
     if method == 'msn':
         views = dict(rand_size=64, focal_size=32, focal_views=2) if quick else {}
     else:
@@ -43,7 +51,7 @@ def sides(method, batch, dev, quick):
     tf, col, _ = view_pipeline(method, {**views, 'device': 'cpu'}, 'cpu')
     btf, bcol, aug = view_pipeline(method, {**views, 'device': 'auto'}, dev)
     fns = {}
-    for tail, src in (('', data), ('_arrays', arrays)):
+    for tail, src in (('', data), ('_arrays', arrays), ('_files', files)):
         ref, bat = Views(src, tf, seed=0), Views(src, btf, seed=0)
         fns['pil' + tail] = lambda ref=ref: col([ref[i] for i in range(batch)])
         worker = lambda bat=bat: bcol([bat[i] for i in range(batch)])
@@ -79,7 +87,8 @@ def main():
         for k in r:
             if k != 'batched_device': r[k]['samples_per_s_per_core'] = round(r[k]['samples_per_s']['median'] / max(1, a.threads), 2)
         base = 'batched' if 'batched' in r else 'batched_device'
-        for base, other in ((base, 'pil'), (base, 'lightly'), ('batched_arrays', 'pil_arrays')):
+        for base, other in ((base, 'pil'), (base, 'lightly'), ('batched_arrays', 'pil_arrays'),
+                            ('batched_files', 'pil_files')):
             if other in times and base in times:
                 r[f'ratio_{base}_over_{other}'] = dict(
                     median=round(r[base]['samples_per_s']['median'] / r[other]['samples_per_s']['median'], 3),

@@ -110,6 +110,16 @@ def _read_image(path) -> Image.Image:
         im.load()
         return to_rgb(im)
 
+def _decode_image(path) -> torch.Tensor:
+    "An image file as an HxWx3 uint8 tensor: JPEG and PNG by torchvision's decoder (no PIL image), the rest by Pillow"
+    if path.suffix.lower() in ('.jpg', '.jpeg', '.png'):
+        from torchvision.io import decode_image, ImageReadMode
+        try:
+            t = decode_image(str(path), mode=ImageReadMode.RGB)
+            if t.dtype == torch.uint8 and t.ndim == 3: return t.permute(1, 2, 0)  # a view: (H, W, 3)
+        except RuntimeError: pass  # not decodable here (or corrupt): Pillow reads it, or raises what the caller handles
+    return torch.from_numpy(np.array(_read_image(path)))
+
 class ImageFolderDataset(Dataset):
     "Images in `root/class/*.ext` (ImageFolder layout) or directly in `root` (one class)"
     def __init__(self, root, # the folder
@@ -150,12 +160,18 @@ class ImageFolderDataset(Dataset):
         self.skipped += 1
         log.warning("skipping unreadable image %s (%s); %d skipped so far", f, e, self.skipped)
 
-    def __getitem__(self, i):
+    def _load(self, i, read):
         for j in range(len(self.samples)):
             f, k = self.samples[(i + j) % len(self.samples)]
-            try: return _read_image(f), k
+            try: return read(f), k
             except (OSError, UnidentifiedImageError, ValueError) as e: self._bad(f, e)
         raise ValueError(f"root {str(self.root)!r}: none of its {len(self.samples)} images could be read")
+
+    def __getitem__(self, i): return self._load(i, _read_image)
+    def stored(self, i):
+        "Image `i` as an HxWx3 uint8 tensor (JPEG and PNG decoded without PIL) and its label: for transforms that take arrays"
+        return self._load(i, _decode_image)
+
 
 # %% ../nbs/01_data.ipynb #a38ad588
 _TV = {'cifar10': ('CIFAR10', 'train'), 'cifar100': ('CIFAR100', 'train'), 'stl10': ('STL10', 'split')}

@@ -21,6 +21,24 @@ def test_modes_become_rgb(tmp_path, mode):
     img, _ = ImageFolderDataset(tmp_path)[0]
     assert img.mode == 'RGB' and img.size == (20, 16)
 
+@pytest.mark.parametrize('mode,ext', [('RGB', 'jpg'), ('L', 'jpg'), ('CMYK', 'jpg'), ('RGB', 'png'), ('L', 'png'),
+                                      ('LA', 'png'), ('RGBA', 'png'), ('P', 'png'), ('1', 'png'), ('I;16', 'png'), ('RGB', 'bmp')])
+def test_stored_is_the_pil_images_pixels(tmp_path, mode, ext):
+    "The batched views' decode (torchvision for JPEG/PNG, Pillow for 16-bit PNG and BMP): the pixels of `ds[i]`, as an HxWx3 uint8 tensor"
+    save(tmp_path/f'x.{ext}', mode)
+    ds = ImageFolderDataset(tmp_path)
+    a, y = ds.stored(0)
+    assert isinstance(a, torch.Tensor) and a.dtype == torch.uint8 and a.shape == (16, 20, 3) and y == 0
+    assert np.array_equal(a.numpy(), np.asarray(ds[0][0]))
+
+def test_stored_skips_and_raises_like_getitem(tmp_path):
+    save(tmp_path/'a/0.jpg'); (tmp_path/'a/1.jpg').write_bytes(b'garbage'); save(tmp_path/'b/0.png')
+    data = (tmp_path/'b/0.png').read_bytes(); (tmp_path/'b/1.png').write_bytes(data[:len(data) // 2])
+    ds = ImageFolderDataset(tmp_path)
+    for i in range(len(ds)): assert np.array_equal(ds.stored(i)[0].numpy(), np.asarray(ds[i][0]))
+    assert ds.skipped == 4  # the two bad files, once on each path
+    with pytest.raises(ValueError, match='1.jpg'): ImageFolderDataset(tmp_path, on_corrupt='raise').stored(1)
+
 def test_missing_empty_and_file_roots(tmp_path):
     with pytest.raises(ValueError, match='does not exist'): ImageFolderDataset(tmp_path/'nope')
     with pytest.raises(ValueError, match='holds no images'): ImageFolderDataset(tmp_path)

@@ -209,7 +209,7 @@ def test_bench_views_script_and_table(capsys, monkeypatch):
     assert d['threads'] == 1 and set(d['results']) == {'msn', 'simmim'}
     for m, r in d['results'].items():
         assert {'pil', 'batched', 'batched_worker'} <= set(r) and r['ratio_batched_over_pil']['median'] > 0
-        assert r['batched']['samples_per_s_per_core'] > 0
+        assert r['batched']['samples_per_s_per_core'] > 0 and r['ratio_batched_files_over_pil_files']['median'] > 0
     model = {'results': {'vit_small': {'masklab': {'images_per_s': {'median': 2.0}}}}}
     md = '\n'.join(run.views_summary({'views': d, 'msn_small': model}))
     assert '| msn | batched |' in md and '| simmim | pil |' in md and '| msn vit_small | batched |' in md
@@ -290,6 +290,25 @@ def test_arrays_are_viewed_not_copied_and_give_the_same_views(ph):
     loader = lambda w: torch.utils.data.DataLoader(va, batch_size=5, num_workers=w, collate_fn=col)
     b0, b2 = next(iter(loader(0))), next(iter(loader(2)))
     assert all(torch.equal(x, y) for x, y in zip(b0['images'], b2['images'])) and torch.equal(b0['mask'], b2['mask'])
+
+def test_folders_decode_without_pil_and_give_the_same_views(ph, tmp_path):
+    "an ImageFolderDataset of JPEG and PNG files: the worker gets torchvision's decode (a uint8 tensor), and the views are bitwise those of the PIL images"
+    from masklab.data import ImageFolderDataset
+    for i, (_, im) in enumerate(ph[:4]):
+        im.resize((96, 72)).convert('L' if i == 3 else 'RGB').save(tmp_path/f'{i}.{"png" if i % 2 else "jpg"}', quality=90)
+    ds = ImageFolderDataset(tmp_path)
+    pil = [ds[i] for i in range(4)]
+    for method, views in (('msn', dict(rand_size=48, focal_size=24, focal_views=3)),
+                          ('simmim', dict(img_size=64, mask_patch_size=16, model_patch_size=8, mask_ratio=0.6))):
+        tf, col, aug = view_pipeline(method, views, 'cpu')
+        vf, vp = Views(ds, tf, seed=3), Views(pil, tf, seed=3)
+        sf = [vf[i] for i in range(4)]
+        assert all(isinstance(s[0][0], torch.Tensor) and s[0][0].dtype == torch.uint8 for s in sf)
+        a, p = aug(col(sf)), aug(col([vp[i] for i in range(4)]))
+        for k in a:
+            for x, y in (zip(a[k], p[k]) if k == 'anchors' else [(a[k], p[k])]): assert torch.equal(x, y), (method, k)
+    b2 = next(iter(torch.utils.data.DataLoader(vf, batch_size=4, num_workers=2, collate_fn=col)))
+    assert all(torch.equal(x, y) for x, y in zip(col(sf)['images'], b2['images']))
 
 def test_scratch_is_reused_and_not_pickled(ph):
     "BatchViews keeps its CPU buffer between batches of any size (same views as a fresh one), and a pickled copy leaves it behind"
