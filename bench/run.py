@@ -155,9 +155,11 @@ def views_summary(res:dict) -> list[str]:
          '|---|---|---|---|---|']
     for method, r in vi['results'].items():
         base = 'batched' if 'batched' in r else 'batched_device'
-        for side in ('batched', 'batched_worker', 'batched_device', 'pil', 'lightly', 'batched_arrays', 'batched_worker_arrays', 'pil_arrays'):
+        for side in ('batched', 'batched_worker', 'batched_device', 'pil', 'lightly', 'batched_arrays', 'batched_worker_arrays',
+                     'pil_arrays', 'batched_files', 'batched_worker_files', 'pil_files'):
             if side not in r: continue
-            s, ratio = r[side]['samples_per_s'], r.get(f'ratio_{base}_over_{side}', r.get(f'ratio_batched_arrays_over_{side}'))
+            tail = next((t for t in ('_arrays', '_files') if side.endswith(t)), '')
+            s, ratio = r[side]['samples_per_s'], r.get(f"ratio_{'batched' + tail if tail else base}_over_{side}")
             rt = f"{ratio['median']:.2f} ({ratio['pairs']['min']:.2f}-{ratio['pairs']['max']:.2f})" if ratio else ''
             L.append(f"| {method} | {side} | {s['min']:.1f} / {s['median']:.1f} / {s['max']:.1f} | "
                      f"{r[side].get('samples_per_s_per_core', '')} | {rt} |")

@@ -212,7 +212,7 @@ def test_bench_views_script_and_table(capsys, monkeypatch):
         assert r['batched']['samples_per_s_per_core'] > 0 and r['ratio_batched_files_over_pil_files']['median'] > 0
     model = {'results': {'vit_small': {'masklab': {'images_per_s': {'median': 2.0}}}}}
     md = '\n'.join(run.views_summary({'views': d, 'msn_small': model}))
-    assert '| msn | batched |' in md and '| simmim | pil |' in md and '| msn vit_small | batched |' in md
+    assert '| msn | batched |' in md and '| simmim | pil |' in md and '| simmim | pil_files |' in md and '| msn vit_small | batched |' in md
 
 def test_hue_equals_torchvisions_float_hue():
     "the branch-free hue is the HSV round trip: against torchvision's tensor adjust_hue, ties, grays and wraps included"
