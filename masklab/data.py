@@ -113,9 +113,9 @@ def _read_image(path) -> Image.Image:
 def _decode_image(path) -> torch.Tensor:
     "An image file as an HxWx3 uint8 tensor: JPEG and PNG by torchvision's decoder (no PIL image), the rest by Pillow"
     if path.suffix.lower() in ('.jpg', '.jpeg', '.png'):
-        from torchvision.io import decode_image, ImageReadMode
+        from torchvision.io import decode_image, read_file, ImageReadMode
         try:
-            t = decode_image(str(path), mode=ImageReadMode.RGB)
+            t = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)  # bytes, not a path: torchvision 0.19 takes only bytes
             if t.dtype == torch.uint8 and t.ndim == 3: return t.permute(1, 2, 0)  # a view: (H, W, 3)
         except RuntimeError: pass  # not decodable here (or corrupt): Pillow reads it, or raises what the caller handles
     return torch.from_numpy(np.array(_read_image(path)))
