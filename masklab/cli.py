@@ -365,7 +365,8 @@ def cmd_sweep(args) -> int:
     out = check_out_dir(args.out, f"sweeps/{cfg['method']}-{args.preset}")
     rank0 = int(os.environ.get('RANK', '0')) == 0
     log = (lambda line: print(line, file=sys.stderr)) if rank0 else None
-    try: rows = run_sweep(cfg, axes, out, metrics, args.eval_data, progress=not args.no_progress, log=log)
+    try: rows = run_sweep(cfg, axes, out, metrics, args.eval_data, progress=not args.no_progress, log=log,
+                          reevaluate=args.reevaluate)
     except SweepStopped as e:
         if rank0: print(f"masklab sweep: {e}", file=sys.stderr)
         return 143
@@ -387,6 +388,7 @@ def add_sweep_parser(sub):
     s.add_argument('--device', default=None, help='auto | cpu | cuda | mps')
     s.add_argument('--set', action='append', metavar='KEY=VALUE', help='override any base config value (repeatable)')
     s.add_argument('--no-progress', action='store_true', help='no progress bars')
+    s.add_argument('--reevaluate', action='store_true', help="runs already in the table: measure their own evaluation again from their saved models (after a fix to the evaluation), without training")
     s.set_defaults(fn=cmd_sweep, seed=None)
     return s
 

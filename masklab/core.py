@@ -16,8 +16,8 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'check_int', 'check_float', 'check_choice', 'patchify', 'unpatchify',
-           'seed_everything', 'seed_worker', 'derive_seed', 'get_device', 'full_precision', 'normalize', 'denormalize',
-           'to_rgb', 'to_hwc', 'show_images', 'under_test', 'pick']
+           'seed_everything', 'seed_worker', 'derive_seed', 'seeded', 'get_device', 'full_precision', 'normalize',
+           'denormalize', 'to_rgb', 'to_hwc', 'show_images', 'under_test', 'pick']
 
 # %% ../nbs/00_core.ipynb #688552fd
 def check_int(name:str, value, min_value:int|None=None, max_value:int|None=None) -> int:
@@ -117,6 +117,16 @@ def derive_seed(seed:int, *keys) -> int:
     seed = check_int('seed', seed, 0)
     h = hashlib.blake2b(repr((seed,) + tuple(keys)).encode(), digest_size=8)
     return int.from_bytes(h.digest(), 'little') >> 1
+
+@contextlib.contextmanager
+def seeded(seed:int): # e.g. derive_seed(run_seed, 'finetune')
+    "Seed Python's, NumPy's and torch's global generators for a block, then give each back the state it had"
+    seed = check_int('seed', seed, 0)
+    py, npst = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+        try: yield
+        finally: random.setstate(py); np.random.set_state(npst)
 
 # %% ../nbs/00_core.ipynb #f5a91ddb
 def get_device(device:str|torch.device='auto') -> torch.device:

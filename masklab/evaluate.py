@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import check_int, check_float, check_choice, derive_seed, get_device, IMAGENET_MEAN, IMAGENET_STD
+from .core import check_int, check_float, check_choice, derive_seed, seeded, get_device, IMAGENET_MEAN, IMAGENET_STD
 from .trainer import load_run
 from .views import finetune_transform  # the fine-tuning view sits beside the pre-training views (01a)
 _all_ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'finetune_transform']  # still importable from masklab.evaluate
@@ -501,40 +501,40 @@ def finetune(model_or_run, train_ds, test_ds,
     y_train = as_labels(list(train_ds.labels) if hasattr(train_ds, 'labels') else [y for _, y in train_ds], len(train_ds), 'train_ds labels')
     n_classes = int(y_train.max()) + 1
     if len(train_ds) < bs: raise ValueError(f"train_ds has {len(train_ds)} images, fewer than batch_size={bs}")
-    torch.manual_seed(derive_seed(seed, 'finetune'))
-    clf = Classifier(model_or_run, n_classes)
-    if clf.arch != cfg['arch']:
-        fits = [k for k, v in FINETUNE_RECIPES.items() if v['arch'] == clf.arch]
-        raise ValueError(f"recipe {recipe!r} is for a {cfg['arch']} encoder, this one is a {clf.arch}; use one of {fits}")
-    size = img_size or clf.img_size or clf.encoder.patch_embed.img_size[0]
-    set_drop_path(clf.encoder, cfg['drop_path'])
-    dev = model_device(clf) if device is None else get_device(device)
-    clf.to(dev)
-    groups = layer_decay_groups(clf, cfg['weight_decay'], cfg['layer_decay'])
-    opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != 'names'} for g in groups], lr=cfg['lr'])
-    steps_per_epoch = len(train_ds) // bs
-    total = max(1, int(cfg['epochs'] * steps_per_epoch + 1e-9))  # SimMIM's int(); 1e-9: 300 / 281 * 281 stays 300
-    warm = int(cfg['warmup_epochs'] / max(cfg['epochs'], 1e-9) * total)  # the recipe's warm-up fraction of the run
-    mix = Mixup(mixup_alpha=cfg['mixup'], cutmix_alpha=cfg['cutmix'], label_smoothing=cfg['label_smoothing'],
-                num_classes=n_classes) if cfg['mixup'] > 0 or cfg['cutmix'] > 0 else None
-    crit = SoftTargetCrossEntropy() if mix else nn.CrossEntropyLoss(label_smoothing=cfg['label_smoothing'])
-    aug = finetune_transform(size, cfg)
-    g = torch.Generator().manual_seed(derive_seed(seed, 'finetune_order'))
-    step, losses, lrs = 0, [], []
-    clf.train()
-    with tqdm(total=total, desc='fine-tune', disable=not progress, leave=False) as bar:
-        while step < total:
-            for idx in torch.randperm(len(train_ds), generator=g)[:steps_per_epoch * bs].split(bs):
-                if step >= total: break
-                items = [train_ds[int(i)] for i in idx]
-                x = torch.stack([aug(im) for im, _ in items]).to(dev); y = torch.as_tensor([int(t) for _, t in items], device=dev)
-                if mix: x, y = mix(x, y)
-                for gr in opt.param_groups: gr['lr'] = finetune_lr(step, total, warm, cfg, gr['lr_scale'])
-                loss = crit(clf(x), y)
-                opt.zero_grad(); loss.backward()
-                if cfg['clip_grad']: nn.utils.clip_grad_norm_(clf.parameters(), cfg['clip_grad'])
-                opt.step()
-                losses.append(loss.item()); lrs.append(finetune_lr(step, total, warm, cfg)); step += 1; bar.update(1)
+    with seeded(derive_seed(seed, 'finetune')):  # timm's crops, RandAugment and erasing draw from `random`, mixup from NumPy
+        clf = Classifier(model_or_run, n_classes)
+        if clf.arch != cfg['arch']:
+            fits = [k for k, v in FINETUNE_RECIPES.items() if v['arch'] == clf.arch]
+            raise ValueError(f"recipe {recipe!r} is for a {cfg['arch']} encoder, this one is a {clf.arch}; use one of {fits}")
+        size = img_size or clf.img_size or clf.encoder.patch_embed.img_size[0]
+        set_drop_path(clf.encoder, cfg['drop_path'])
+        dev = model_device(clf) if device is None else get_device(device)
+        clf.to(dev)
+        groups = layer_decay_groups(clf, cfg['weight_decay'], cfg['layer_decay'])
+        opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != 'names'} for g in groups], lr=cfg['lr'])
+        steps_per_epoch = len(train_ds) // bs
+        total = max(1, int(cfg['epochs'] * steps_per_epoch + 1e-9))  # SimMIM's int(); 1e-9: 300 / 281 * 281 stays 300
+        warm = int(cfg['warmup_epochs'] / max(cfg['epochs'], 1e-9) * total)  # the recipe's warm-up fraction of the run
+        mix = Mixup(mixup_alpha=cfg['mixup'], cutmix_alpha=cfg['cutmix'], label_smoothing=cfg['label_smoothing'],
+                    num_classes=n_classes) if cfg['mixup'] > 0 or cfg['cutmix'] > 0 else None
+        crit = SoftTargetCrossEntropy() if mix else nn.CrossEntropyLoss(label_smoothing=cfg['label_smoothing'])
+        aug = finetune_transform(size, cfg)
+        g = torch.Generator().manual_seed(derive_seed(seed, 'finetune_order'))
+        step, losses, lrs = 0, [], []
+        clf.train()
+        with tqdm(total=total, desc='fine-tune', disable=not progress, leave=False) as bar:
+            while step < total:
+                for idx in torch.randperm(len(train_ds), generator=g)[:steps_per_epoch * bs].split(bs):
+                    if step >= total: break
+                    items = [train_ds[int(i)] for i in idx]
+                    x = torch.stack([aug(im) for im, _ in items]).to(dev); y = torch.as_tensor([int(t) for _, t in items], device=dev)
+                    if mix: x, y = mix(x, y)
+                    for gr in opt.param_groups: gr['lr'] = finetune_lr(step, total, warm, cfg, gr['lr_scale'])
+                    loss = crit(clf(x), y)
+                    opt.zero_grad(); loss.backward()
+                    if cfg['clip_grad']: nn.utils.clip_grad_norm_(clf.parameters(), cfg['clip_grad'])
+                    opt.step()
+                    losses.append(loss.item()); lrs.append(finetune_lr(step, total, warm, cfg)); step += 1; bar.update(1)
     clf.eval()
     tf = eval_transform(size, 'bicubic')
     @torch.no_grad()

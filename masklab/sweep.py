@@ -19,7 +19,7 @@ from .core import check_int, check_choice, get_device
 from .data import check_data
 from .checkpoints import atomic_write
 from .trainer import build_method, check_config_compile, checkpoints, default_config, load_run
-from .train import pretrain
+from .train import evaluate_run, pretrain
 
 # %% auto #0
 __all__ = ['RESULTS', 'METRICS', 'METRIC_METHODS', 'set_key', 'expand_grid', 'point_id', 'read_results', 'append_row',
@@ -97,6 +97,11 @@ def append_row(out, row:dict) -> Path:
     atomic_write(p, (old + json.dumps(row) + '\n').encode())
     atomic_write(Path(out)/'results.csv', _csv(read_results(out)).encode())
     return p
+
+def _write_table(out, rows:list[dict]):
+    "Rewrite the whole table, results.jsonl then results.csv, each through a temp file"
+    atomic_write(Path(out)/RESULTS, ''.join(json.dumps(r) + '\n' for r in rows).encode())
+    atomic_write(Path(out)/'results.csv', _csv(rows).encode())
 
 # %% ../nbs/11a_sweep.ipynb #a49e356b
 def seed_summary(rows, # one result per seed: rows of a sweep's table, or plain numbers
@@ -302,6 +307,7 @@ def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset);
               keep_runs:bool=True, # False: delete a run's folder once its row is written
               progress:bool=False, # show the trainer's progress bars
               log:Callable|None=print, # called with one line per run (None: silent)
+              reevaluate:bool=False, # runs already in the table: measure their own evaluation again from their saved models
              ) -> list[dict]: # every row of the table, earlier sweeps' included
     "Train every grid point with `pretrain`, measure it, and add one row per finished run to `out`/results.jsonl"
     base, points, metrics = _check_sweep(base, grid, metrics)  # base completed as `pretrain` would complete it
@@ -317,7 +323,13 @@ def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset);
     for i, (p, cfg) in enumerate(zip(points, cfgs)):
         rid = point_id(p)
         if rid in done:
-            if log: log(f"[{i + 1}/{len(points)}] {rid}: done earlier, skipped")
+            if reevaluate and _is_main():  # after a fix to the evaluation: no training, the row's own columns replaced
+                t = time.perf_counter()
+                cols = summary_columns(evaluate_run(out/'runs'/rid))
+                _write_table(out, [{**r, **cols, 'evaluate_s': round(time.perf_counter() - t, 2)} if r['id'] == rid else r
+                                   for r in read_results(out)])
+                if log: log(f"[{i + 1}/{len(points)}] {rid}: evaluated again: " + ', '.join(f"{k}={v:.4g}" for k, v in cols.items()))
+            elif log: log(f"[{i + 1}/{len(points)}] {rid}: done earlier, skipped")
             continue
         run = out/'runs'/rid
         summary = _train(cfg, run, progress)

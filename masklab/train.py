@@ -7,20 +7,22 @@ Docs: https://masklab.github.io/masklab/pretrain.html.md"""
 # %% ../nbs/08a_pretrain.ipynb #3cc761e2
 from __future__ import annotations
 import json, sys, tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
-from .core import check_int, check_float, check_choice, seed_everything
+from .core import check_int, check_float, check_choice, get_device, seed_everything
 from .checkpoints import atomic_write
 from .evaluate import (EVAL_INTERPOLATION, extract_features, knn_eval, few_shot_eval, few_shot_indices, logreg_accuracy,
                               finetune, train_test_split, FINETUNE_RECIPES)
 from .trainer import *  # the trainer's public names stay importable from `masklab.train`
-from .trainer import Trainer, build_method, available_methods, default_config, check_config_compile, resolve_lr, checkpoints
+from .trainer import Trainer, build_method, available_methods, default_config, check_config_compile, resolve_lr, checkpoints, load_run
 
 # %% auto #0
-__all__ = ['LabelledSubset', 'check_eval_config', 'heldout_split', 'run_evaluation', 'few_label_finetune', 'pretrain']
+__all__ = ['LabelledSubset', 'check_eval_config', 'heldout_split', 'run_evaluation', 'few_label_finetune', 'pretrain',
+           'evaluate_run']
 
 # %% ../nbs/08a_pretrain.ipynb #00e73bf8
 class LabelledSubset(Dataset):
@@ -175,13 +177,7 @@ def _finish_run(tr:Trainer, cfg:dict, ds, split, summary:dict, out:Path):
     if losses: summary.update(first_loss=losses[0], final_loss=losses[-1])
     if cfg['eval'].get('knn') and not summary['stopped'] and callable(getattr(tr.module, 'features', None)) \
             and hasattr(ds, 'labels'):
-        seed_everything(cfg['seed'])
-        at_init = build_method(cfg)[0]  # the same weights the run started from: same seed, same builder
-        summary['eval'] = run_evaluation({'pretrained': tr.module, 'random_init': at_init, 'pixels': 'pixels'}, ds,
-                                         cfg['img_size'], cfg['eval'], split, tr.env.device, cfg['method'], cfg['seed'])
-        e = summary['eval']
-        summary['knn'] = dict(k=cfg['eval']['k'], accuracy=e['pretrained']['knn'], at_init=e['random_init']['knn'],
-                              pixels=e['pixels']['knn'])
+        summary.update(_own_evaluation(tr.module, cfg, ds, split, tr.env.device))
     (out/'summary.json').write_text(json.dumps(summary, indent=1))
     (out/'figures').mkdir(exist_ok=True)
     figures = {}
@@ -198,3 +194,31 @@ def _finish_run(tr:Trainer, cfg:dict, ds, split, summary:dict, out:Path):
                   file=sys.stderr)
     tr.module.train(was)
     if 'figure_errors' in summary: (out/'summary.json').write_text(json.dumps(summary, indent=1))
+
+def _own_evaluation(model, cfg:dict, ds, split, device) -> dict:
+    "A run's `eval` (pre-trained, its random init, raw pixels) and `knn` summary entries"
+    seed_everything(cfg['seed'])
+    at_init = build_method(cfg)[0]  # the same weights the run started from: same seed, same builder
+    e = run_evaluation({'pretrained': model, 'random_init': at_init, 'pixels': 'pixels'}, ds, cfg['img_size'],
+                       cfg['eval'], split, device, cfg['method'], cfg['seed'])
+    return dict(eval=e, knn=dict(k=cfg['eval']['k'], accuracy=e['pretrained']['knn'], at_init=e['random_init']['knn'],
+                                 pixels=e['pixels']['knn']))
+
+def evaluate_run(run, # a finished run folder (model.safetensors and summary.json)
+                 device=None, # None: the run's own `device` setting
+                ) -> dict: # the summary, rewritten
+    "Measure a finished run's own evaluation again from its saved model, without training: after a fix to the evaluation"
+    from masklab.data import get_dataset
+    run = Path(run).expanduser()
+    if not (run/'summary.json').is_file(): raise ValueError(f"run {str(run)!r} has no summary.json: it did not finish")
+    model, cfg = load_run(run)
+    summary = json.loads((run/'summary.json').read_text())
+    if not (cfg['eval'].get('knn') and callable(getattr(model, 'features', None))):
+        raise ValueError(f"run {str(run)!r} has no evaluation of its own to measure again (eval.knn is off or its method has no features)")
+    ds = get_dataset(cfg['data'])
+    if not hasattr(ds, 'labels'): raise ValueError(f"run {str(run)!r}: its data {cfg['data']!r} has no labels to evaluate with")
+    dev = get_device(device if device is not None else cfg.get('device') or 'auto')
+    summary.update(_own_evaluation(model.to(dev), cfg, ds, heldout_split(ds, cfg['eval']), dev),
+                   evaluated=datetime.now(timezone.utc).isoformat(timespec='seconds'))
+    atomic_write(run/'summary.json', json.dumps(summary, indent=1).encode())
+    return summary

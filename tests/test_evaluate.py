@@ -124,6 +124,21 @@ def test_finetune(runs, crops, tmp_path):
     with pytest.raises(ValueError, match='unknown fine-tuning setting'): finetune(runs['msn'], crops, crops, mixupp=1.0)
 
 
+def test_finetune_depends_on_its_seed_only(runs, crops):
+    "timm's crops, RandAugment and erasing draw from Python's random, mixup from NumPy: finetune seeds them and gives them back"
+    import random
+    from masklab.evaluate import finetune
+    def run(seed=0, noise=0):
+        random.seed(noise); np.random.seed(noise); torch.manual_seed(noise)  # whatever ran before in the process
+        return finetune(runs['simmim'], crops, crops, 'simmim', epochs=1, batch_size=16, seed=seed, progress=False)
+    a, b = run(), run(noise=1)
+    assert a['final_loss'] == b['final_loss'] and a['accuracy'] == b['accuracy']  # the same run, bit for bit
+    assert run(seed=1)['final_loss'] != a['final_loss']  # the seed does reach it
+    random.seed(5); before = random.random(); random.seed(5)
+    finetune(runs['simmim'], crops, crops, 'simmim', epochs=1, batch_size=16, progress=False)
+    assert random.random() == before  # the caller's stream is where it was
+
+
 # --- issue 17: the evaluation protocols as the official code runs them ---
 
 def test_fewshot_preprocessing_is_cyanures_row_centring():

@@ -103,3 +103,27 @@ def test_summary_columns_flatten_each_model_and_fine_tune():
                        random_init=dict(knn=0.2, finetune={'0.1': dict(accuracy=0.55, train_accuracy=0.65)}), pixels=None))
     assert summary_columns(s) == {'knn': 0.5, 'fewshot_5': 0.4, 'finetune_0.1': 0.6, 'finetune_train_0.1': 0.7,
                                   'finetune_0.01': 0.3, 'init_knn': 0.2, 'init_finetune_0.1': 0.55, 'init_finetune_train_0.1': 0.65}
+
+def test_reevaluate_measures_finished_runs_again_without_training(tmp_path):
+    "run_sweep(reevaluate=True): after a fix to the evaluation, each finished run's own columns are measured again from its saved model"
+    from masklab.train import evaluate_run
+    base = dict(method='simmim', data='digits', img_size=16, batch_size=16, epochs=None, max_steps=2, device='cpu',
+                model=dict(encoder='simmim_vit_tiny', encoder_kwargs=dict(patch_size=4, embed_dim=32, depth=1, num_heads=2),
+                           head='linear', mask_patch_size=8, mask_ratio=0.6),
+                eval=dict(knn=True, k=5, heldout=0.2, fewshot=[1], n_splits=1, finetune=dict(fractions=[0.2], steps=3)))
+    out = tmp_path/'sw'
+    [row] = run_sweep(base, {'seed': [0]}, out, metrics=[], log=None)
+    run = out/'runs'/row['id']
+    trained = (run/'model.safetensors').stat().st_mtime_ns, (run/'metrics.jsonl').read_text()
+    stale = {**row, 'finetune_0.1': 0.5, 'finetune_0.2': -1.0, 'init_knn': -1.0}  # as an older evaluation left it
+    (out/'results.jsonl').write_text(json.dumps(stale) + '\n')
+    [again] = run_sweep(base, {'seed': [0]}, out, metrics=[], log=None, reevaluate=True)
+    assert again['finetune_0.2'] == row['finetune_0.2'] and again['init_knn'] == row['init_knn']  # measured, not kept
+    assert again['knn'] == row['knn'] and again['steps'] == row['steps'] and again['evaluate_s'] >= 0
+    assert again['finetune_0.1'] == 0.5  # a column the evaluation does not make is left as it was
+    assert ((run/'model.safetensors').stat().st_mtime_ns, (run/'metrics.jsonl').read_text()) == trained  # no training
+    assert 'evaluated' in json.loads((run/'summary.json').read_text())
+    assert read_results(out) == [again] and len((out/'results.csv').read_text().splitlines()) == 2
+    assert run_sweep(base, {'seed': [0]}, out, metrics=[], log=None) == [again]  # without it: skipped, as before
+    (run/'summary.json').unlink()
+    with pytest.raises(ValueError, match='has no summary.json'): evaluate_run(run)
