@@ -320,6 +320,11 @@ def run_sweep(base:dict, # a pretrain config (e.g. a `masklab pretrain` preset);
     spec = dict(base=json.loads(json.dumps(base)), metrics=metrics, eval_data=str(eval_data))
     out = _sweep_folder(out, spec)  # made, or checked against the sweep it holds
     done = {r['id'] for r in read_results(out)}
+    if reevaluate:  # every saved model first: a sweep is measured again whole or not at all
+        gone = [rid for rid in map(point_id, points) if rid in done and not (out/'runs'/rid/'model.safetensors').is_file()]
+        if gone: raise ValueError(f"reevaluate: {len(gone)} finished run(s) of {str(out)!r} have no saved model to measure "
+                                  f"again ({', '.join(gone)}); their weights were not kept (keep_runs=False, or a fresh clone: "
+                                  f"weights are not committed). Move the sweep's folder aside and run the sweep again")
     for i, (p, cfg) in enumerate(zip(points, cfgs)):
         rid = point_id(p)
         if rid in done:

@@ -125,5 +125,10 @@ def test_reevaluate_measures_finished_runs_again_without_training(tmp_path):
     assert 'evaluated' in json.loads((run/'summary.json').read_text())
     assert read_results(out) == [again] and len((out/'results.csv').read_text().splitlines()) == 2
     assert run_sweep(base, {'seed': [0]}, out, metrics=[], log=None) == [again]  # without it: skipped, as before
+    (run/'model.safetensors').rename(tmp_path/'kept.safetensors')  # weights are not committed: a fresh clone has none
+    table = (out/'results.jsonl').read_text()
+    with pytest.raises(ValueError, match=r"1 finished run\(s\) of .* have no saved model .*" + row['id']):
+        run_sweep(base, {'seed': [0]}, out, metrics=[], log=None, reevaluate=True)
+    assert (out/'results.jsonl').read_text() == table  # refused before anything was measured or rewritten
     (run/'summary.json').unlink()
     with pytest.raises(ValueError, match='has no summary.json'): evaluate_run(run)
