@@ -47,13 +47,14 @@ def check_eval_config(ev:dict) -> dict:
     for s in shots: check_int('eval.fewshot', s, 1)
     ft = ev.get('finetune')
     if ft is not None and not isinstance(ft, dict):
-        raise ValueError(f"eval.finetune must be a dict (fractions, steps or epochs, recipe) or null, got {ft!r}")
+        raise ValueError(f"eval.finetune must be a dict (fractions, steps or epochs, recipe, layer_decay) or null, got {ft!r}")
     if ft:
-        unknown = sorted(set(ft) - {'fractions', 'steps', 'epochs', 'recipe'})
-        if unknown: raise ValueError(f"eval.finetune has an unknown key {unknown[0]!r}; known: fractions, steps, epochs, recipe")
+        unknown = sorted(set(ft) - {'fractions', 'steps', 'epochs', 'recipe', 'layer_decay'})
+        if unknown: raise ValueError(f"eval.finetune has an unknown key {unknown[0]!r}; known: fractions, steps, epochs, recipe, layer_decay")
         for f in ft.get('fractions', [0.1]): check_float('eval.finetune.fractions', f, 0.0, 1.0)
         if ft.get('steps') is not None: check_int('eval.finetune.steps', ft['steps'], 1)
         check_choice('eval.finetune.recipe', ft.get('recipe', 'short'), tuple(FINETUNE_RECIPES))
+        if ft.get('layer_decay') is not None: check_float('eval.finetune.layer_decay', ft['layer_decay'], 0.0, 1.0)
     return ev
 
 def heldout_split(ds, ev:dict) -> tuple[torch.Tensor, torch.Tensor]|None:
@@ -86,7 +87,7 @@ def run_evaluation(models:dict, # name -> a method with `features`, or 'pixels'
             r['finetune'] = few_label_finetune(model, ds, split, ev['finetune'], img_size, device, seed)
     return res
 
-def few_label_finetune(model, ds, split, ft:dict, # fractions (of the pre-training split's labels), steps or epochs, recipe
+def few_label_finetune(model, ds, split, ft:dict, # fractions (of the pre-training split's labels), steps or epochs, recipe, layer_decay
                        img_size:int, device='cpu', seed:int=0) -> dict:
     "SimMIM's claim, at few labels: fine-tune the whole encoder on a stratified `fraction` of the labels, test on the held-out part"
     tr, te = split
@@ -99,8 +100,9 @@ def few_label_finetune(model, ds, split, ft:dict, # fractions (of the pre-traini
         bs = min(64, len(sub) - len(sub) % 2)
         # `steps`: the same number of optimizer steps at every fraction (else the smallest fraction gets a handful)
         epochs = ft['steps'] / (len(sub) // bs) if ft.get('steps') else ft.get('epochs', 50)
+        extra = {} if ft.get('layer_decay') is None else dict(layer_decay=ft['layer_decay'])  # 1.0: every layer at the head's lr
         r = finetune(model, sub, LabelledSubset(ds, te), ft.get('recipe', 'short'), epochs, bs,
-                     img_size=img_size, seed=seed, device=device, progress=False)
+                     img_size=img_size, seed=seed, device=device, progress=False, **extra)
         out[str(frac)] = dict(accuracy=r['accuracy'], train_accuracy=r['train_accuracy'], final_loss=r['final_loss'],
                               labels=len(sub), steps=r['steps'])
     return out

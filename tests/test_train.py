@@ -203,18 +203,34 @@ def test_few_label_finetune_uses_a_fraction_of_the_pretraining_labels():
     assert abs(r['0.1']['labels'] - 0.1 * len(split[0])) <= 10 and 0 <= r['0.1']['accuracy'] <= 1
     assert 0 <= r['0.1']['train_accuracy'] <= 1 and r['0.1']['final_loss'] > 0  # under- or over-fitting, kept in the summary
 
-def test_few_label_finetune_steps_are_the_same_at_every_fraction():
-    "eval.finetune.steps: each fraction fine-tunes for the same number of optimizer steps (1% of labels is not a handful)"
-    from masklab.train import few_label_finetune, heldout_split, check_eval_config
+def _digits_split_and_net():
+    "scikit-learn's digits with a held-out split, and a one-block SimMIM ViT at its random init"
+    from masklab.train import heldout_split
     from masklab.trainer import build_method, default_config
     from masklab.data import get_dataset
     ds = get_dataset('digits')
-    split = heldout_split(ds, dict(heldout=0.2))
     cfg = {**default_config('simmim'), 'img_size': 16, 'device': 'cpu',
            'model': dict(encoder='simmim_vit_tiny', encoder_kwargs=dict(patch_size=4, embed_dim=32, depth=1, num_heads=2),
                          head='linear', mask_patch_size=8, mask_ratio=0.6)}
-    r = few_label_finetune(build_method(cfg)[0], ds, split, dict(fractions=[0.05, 0.2], steps=4), 16)
+    return ds, heldout_split(ds, dict(heldout=0.2)), build_method(cfg)[0]
+
+def test_few_label_finetune_steps_are_the_same_at_every_fraction():
+    "eval.finetune.steps: each fraction fine-tunes for the same number of optimizer steps (1% of labels is not a handful)"
+    from masklab.train import few_label_finetune, check_eval_config
+    ds, split, net = _digits_split_and_net()
+    r = few_label_finetune(net, ds, split, dict(fractions=[0.05, 0.2], steps=4), 16)
     assert r['0.05']['steps'] == r['0.2']['steps'] == 4 and r['0.05']['labels'] < r['0.2']['labels']
     with pytest.raises(ValueError, match="eval.finetune has an unknown key 'step'"): check_eval_config(dict(finetune=dict(step=3)))
     with pytest.raises(ValueError, match='eval.finetune.recipe'): check_eval_config(dict(finetune=dict(recipe='beit')))
     with pytest.raises(ValueError, match='eval.finetune.fractions'): check_eval_config(dict(finetune=dict(fractions=[1.5])))
+
+def test_few_label_finetune_layer_decay_reaches_the_optimizer():
+    "eval.finetune.layer_decay overrides the recipe's (1.0: a from-scratch network's layers all at the head's lr)"
+    from masklab.train import few_label_finetune, check_eval_config
+    from masklab.evaluate import FINETUNE_RECIPES
+    ds, split, net = _digits_split_and_net()
+    def loss(**ld): return few_label_finetune(net, ds, split, dict(fractions=[0.2], steps=3, **ld), 16)['0.2']['final_loss']
+    default = loss()
+    assert loss(layer_decay=FINETUNE_RECIPES['short']['layer_decay']) == default  # the recipe's own value: the same run
+    assert loss(layer_decay=1.0) != default  # another value: the blocks learn at another rate
+    with pytest.raises(ValueError, match='eval.finetune.layer_decay'): check_eval_config(dict(finetune=dict(layer_decay=1.5)))
