@@ -10,8 +10,9 @@
 # The default here is 256 epochs (15,872 steps, 4x the longest CPU run; `--epochs 1024` is 16x).
 #
 # The sweep is resumable: it checkpoints every 500 steps and stops cleanly when the budget (default 540 s) runs out
-# (SIGTERM: the trainer saves and exits). Rerun the same command, with the folder carried back, and it continues where
-# it stopped; finished seeds are not trained again. A device session keeps nothing: copy DIR back (the `run` tool
+# (SIGTERM: the trainer saves a checkpoint and stops; a run stopped while it was being evaluated is only evaluated when
+# resumed). Rerun the same command, with the folder carried back, and it continues where it stopped; finished seeds
+# are not trained again. A device session keeps nothing: copy DIR back (the `run` tool
 # returns what is under $OUT, so when $OUT is set the folder is copied there too, checkpoints included).
 #
 # --dry-run: the same sweep on the CPU for 2 steps a seed (46 s on one core, nearly all of it the evaluation), into
