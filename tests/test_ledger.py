@@ -36,3 +36,8 @@ def test_claim_from_results(tmp_path):
     c = dict(results='sweep/results.jsonl', metric='knn', baseline='init_knn', reference='pixels_knn')
     assert lg.verdict(c) == ('51.0 ± 1.0 (seeds: 50.0, 51.0, 52.0) vs random init 31.0 ± 1.0, raw pixels 90.0',
                              'reproduced in direction; below raw pixels at this scale')
+    # above raw pixels only when every seed is: one seed below leaves the verdict without a word on pixels
+    for pix, tail in ((0.45, '; above raw pixels on every seed'), (0.505, '')):
+        rows = [dict(r, pixels_knn=pix) for r in rows]
+        (tmp_path/'sweep'/'results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+        assert lg.verdict(c)[1] == 'reproduced in direction' + tail

@@ -94,6 +94,8 @@ def verdict(c) -> tuple[str, str]:
     gap, spread = gap_spread(m, b)
     if ref and len(rs) >= 3 and gap > spread and seed_summary(m)['mean'] < seed_summary(ref)['mean']:
         v += '; below raw pixels at this scale'
+    elif ref and len(rs) >= 3 and all(a > r for a, r in zip(m, ref)):
+        v += '; above raw pixels on every seed'
     return text, v
 
 def table() -> str:
