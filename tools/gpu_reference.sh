@@ -8,7 +8,7 @@
 # Why: on the CPU, MSN's 5-shot keeps growing with each quadrupling of the steps (248 -> 992 -> 3,968 -> 15,872, the
 # last is results/mnist-msn-256ep): at 15,872 steps it passes raw pixels at 1/2/5-shot on every seed but not on k-NN
 # (09_evaluate, *MSN at 15,872 steps*). The default here is 1024 epochs (63,488 steps, 4x the longest CPU run, about
-# 6 hours of a CPU core per seed); `--epochs 256` repeats the CPU's longest run on CUDA.
+# 4 hours of a free CPU core per seed); `--epochs 256` repeats the CPU's longest run on CUDA.
 #
 # The sweep is resumable: it checkpoints every 500 steps and stops cleanly when the budget (default 540 s) runs out
 # (SIGTERM: the trainer saves a checkpoint and stops; a run stopped while it was being evaluated is only evaluated when
